@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs ferry's build and run-time dependencies (Debian 12) and builds it into build/.
+# Idempotent: packages already present are not reinstalled; the build is incremental.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  g++ cmake ninja-build pkg-config
+  libssl-dev libzstd-dev libnbd-dev nlohmann-json3-dev libcli11-dev libpugixml-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  qemu-utils qemu-system-x86 tar
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+BUILD_TYPE=${FERRY_BUILD_TYPE:-RelWithDebInfo}
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" -DFERRY_WERROR=ON ${FERRY_CMAKE_ARGS:-} >/dev/null
+cmake --build build -j"$(nproc)"

@@ -1,0 +1,48 @@
+// The CLI's verbs for the data path. Each returns the process exit code; errors are thrown as ferry::Error.
+#pragma once
+
+#include <string>
+
+namespace ferry::cli {
+
+struct Common {
+  std::string store;    // --store / FERRY_STORE
+  std::string keyring;  // --keyring / FERRY_KEYRING
+  bool json = false;
+};
+
+struct InitArgs {
+  bool encrypt = false;
+  std::string key_id;
+  uint32_t chunk_size = 64 * 1024;
+};
+int store_init(const Common& c, const InitArgs& a);
+int store_check(const Common& c, bool read_data);
+int store_prune(const Common& c);
+int store_stats(const Common& c);
+
+struct ReplicateArgs {
+  std::string disk;
+  std::string name;
+  std::string format;
+  InitArgs init;  // used when the store does not exist yet, and checked against it when it does
+  unsigned threads = 0;
+};
+int replicate(const Common& c, const ReplicateArgs& a);
+
+int snapshots_list(const Common& c);
+int snapshots_show(const Common& c, const std::string& id);
+int snapshots_delete(const Common& c, const std::string& id);
+
+struct ExportArgs {
+  std::string snapshot;
+  std::string format = "raw";
+  std::string output;
+  unsigned threads = 0;
+};
+int image_export(const Common& c, const ExportArgs& a);
+
+int keys_create(const Common& c, const std::string& key_id);
+int keys_list(const Common& c);
+
+}  // namespace ferry::cli

@@ -1,0 +1,29 @@
+// Error helpers.
+#include "common/error.h"
+
+#include <cerrno>
+#include <cstring>
+
+namespace ferry {
+
+void fail(ErrorKind kind, const std::string& message) { throw Error(kind, message); }
+
+void fail_errno(const std::string& what) {
+  int e = errno;
+  throw Error(ErrorKind::kIo, what + ": " + std::strerror(e));
+}
+
+const char* to_string(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::kInvalidArgument: return "invalid argument";
+    case ErrorKind::kNotFound: return "not found";
+    case ErrorKind::kCorrupt: return "corrupt";
+    case ErrorKind::kCrypto: return "authentication failed";
+    case ErrorKind::kIo: return "i/o error";
+    case ErrorKind::kUnsupported: return "unsupported";
+    case ErrorKind::kExternal: return "external tool failed";
+  }
+  return "error";
+}
+
+}  // namespace ferry

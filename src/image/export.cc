@@ -1,0 +1,74 @@
+// Export: workers take runs of consecutive chunks, read and open them, and write each run at once.
+#include "image/export.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <thread>
+
+#include "common/error.h"
+#include "common/progress.h"
+
+namespace ferry::image {
+
+ExportResult export_snapshot(store::Repository& repo, const store::Snapshot& snap, disk::Sink& sink, const ExportOptions& options) {
+  auto started = std::chrono::steady_clock::now();
+  if (!(snap.compute_digest() == snap.digest))
+    fail(ErrorKind::kCorrupt, "snapshot '" + snap.id + "': its chunk table does not match its digest; refusing to export");
+  const uint32_t cs = snap.chunk_size;
+  constexpr uint32_t kRunChunks = 16;
+  // Runs of consecutive chunk indexes, at most kRunChunks long.
+  std::vector<std::pair<size_t, size_t>> runs;  // [begin, end) into snap.chunks
+  for (size_t i = 0; i < snap.chunks.size();) {
+    size_t j = i + 1;
+    while (j < snap.chunks.size() && j - i < kRunChunks && snap.chunks[j].first == snap.chunks[j - 1].first + 1) j++;
+    runs.emplace_back(i, j);
+    i = j;
+  }
+  if (options.progress) {
+    uint64_t data = 0;
+    for (auto& [index, id] : snap.chunks) data += snap.chunk_length(index);
+    options.progress->set_total(data);
+  }
+  std::atomic<size_t> next{0};
+  std::atomic<uint64_t> written{0};
+  std::atomic<bool> failed{false};
+  std::mutex mu;
+  std::exception_ptr error;
+  unsigned nthreads = options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
+  std::vector<std::thread> threads;
+  for (unsigned t = 0; t < nthreads; t++) {
+    threads.emplace_back([&] {
+      try {
+        auto codec = repo.new_codec();
+        std::unique_ptr<char[]> buf(new char[size_t{cs} * kRunChunks]);
+        for (size_t r; !failed && (r = next.fetch_add(1)) < runs.size();) {
+          auto [b, e] = runs[r];
+          uint64_t len = 0;
+          for (size_t k = b; k < e; k++) {
+            uint32_t clen = snap.chunk_length(snap.chunks[k].first);
+            repo.read_chunk(*codec, snap.chunks[k].second, buf.get() + len, clen);
+            len += clen;
+          }
+          sink.write(buf.get(), len, snap.chunks[b].first * cs);
+          written += len;
+          if (options.progress) options.progress->add(len);
+        }
+      } catch (...) {
+        std::lock_guard lock(mu);
+        if (!error) error = std::current_exception();
+        failed = true;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  if (error) std::rethrow_exception(error);
+  sink.finish();
+  ExportResult result;
+  result.bytes_written = written;
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return result;
+}
+
+}  // namespace ferry::image

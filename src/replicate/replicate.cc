@@ -1,0 +1,167 @@
+// The replication pipeline: reader -> workers (zero test, chunk id, dedup, seal) -> pack writer.
+#include "replicate/replicate.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include "common/error.h"
+#include "common/progress.h"
+#include "common/queue.h"
+
+namespace ferry::replicate {
+
+namespace {
+
+constexpr uint32_t kBatchBytes = 1u << 20;
+
+bool is_zero(const char* p, size_t len) { return len == 0 || (p[0] == 0 && std::memcmp(p, p + 1, len - 1) == 0); }
+
+struct Batch {
+  uint64_t first = 0;  // chunk index
+  uint32_t count = 0;
+  std::unique_ptr<char[]> buf;
+};
+
+}  // namespace
+
+Result replicate(disk::Source& source, store::Repository& repo, const Options& options) {
+  auto started = std::chrono::steady_clock::now();
+  const uint64_t size = source.size();
+  const uint32_t cs = repo.config().chunk_size;
+  const uint32_t per_batch = std::max<uint32_t>(1, kBatchBytes / cs);
+  const uint64_t nchunks = (size + cs - 1) / cs;
+  unsigned nthreads = options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
+
+  store::Snapshot snap;
+  snap.name = options.name.empty() ? std::filesystem::absolute(source.info().path).string() : options.name;
+  snap.source = source.info().path;
+  snap.source_format = source.info().describe();
+  snap.size = size;
+  snap.chunk_size = cs;
+  snap.created = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+
+  auto writer = repo.begin_write();
+  // Buffers circulate between the reader and the workers; their number bounds memory.
+  const size_t nbuffers = 2 * nthreads + 2;
+  BoundedQueue<std::unique_ptr<char[]>> free_buffers(nbuffers);
+  for (size_t i = 0; i < nbuffers; i++) free_buffers.push(std::unique_ptr<char[]>(new char[per_batch * size_t{cs}]));
+  BoundedQueue<Batch> work(nbuffers);
+
+  std::mutex mu;
+  std::exception_ptr error;
+  std::atomic<bool> failed{false};
+  std::vector<std::vector<std::pair<uint64_t, store::ChunkId>>> found(nthreads);
+  std::atomic<uint64_t> chunks_new{0}, bytes_read{0};
+
+  auto record_error = [&] {
+    std::lock_guard lock(mu);
+    if (!error) error = std::current_exception();
+    failed = true;
+    work.close();
+    free_buffers.close();
+  };
+
+  std::vector<std::thread> workers;
+  for (unsigned t = 0; t < nthreads; t++) {
+    workers.emplace_back([&, t] {
+      try {
+        auto codec = repo.new_codec();
+        while (auto batch = work.pop()) {
+          for (uint32_t i = 0; i < batch->count && !failed; i++) {
+            uint64_t index = batch->first + i;
+            const char* data = batch->buf.get() + size_t{i} * cs;
+            uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(cs, size - index * cs));
+            if (is_zero(data, len)) continue;
+            store::ChunkId id = codec->chunk_id(data, len);
+            found[t].emplace_back(index, id);
+            if (writer->add(*codec, id, data, len)) chunks_new++;
+          }
+          free_buffers.push(std::move(batch->buf));
+        }
+      } catch (...) {
+        record_error();
+      }
+    });
+  }
+
+  try {
+    // Walk the disk a window at a time so extent lists stay small on huge, fragmented disks.
+    const uint64_t window = uint64_t{cs} * per_batch * 1024;
+    std::vector<bool> data_chunk;
+    for (uint64_t wstart = 0; wstart < size && !failed; wstart += window) {
+      uint64_t wlen = std::min(window, size - wstart);
+      uint64_t first = wstart / cs, last = (wstart + wlen + cs - 1) / cs;  // [first, last)
+      data_chunk.assign(last - first, false);
+      for (auto& e : source.extents(wstart, wlen)) {
+        if (e.zero) {
+          if (options.progress) options.progress->add(e.length);
+          continue;
+        }
+        for (uint64_t c = e.offset / cs; c < (e.offset + e.length + cs - 1) / cs; c++) data_chunk[c - first] = true;
+      }
+      uint64_t c = first;
+      while (c < last && !failed) {
+        if (!data_chunk[c - first]) {
+          c++;
+          continue;
+        }
+        uint64_t end = c;
+        while (end < last && end - c < per_batch && data_chunk[end - first]) end++;
+        auto buf = free_buffers.pop();
+        if (!buf) break;
+        uint64_t off = c * cs, len = std::min<uint64_t>(end * cs, size) - off;
+        source.read(buf->get(), len, off);
+        bytes_read += len;
+        // Progress counts data bytes here; zero ranges inside a partially-data chunk were counted above.
+        if (!work.push(Batch{c, static_cast<uint32_t>(end - c), std::move(*buf)})) break;
+        if (options.progress) options.progress->add(len);
+        c = end;
+      }
+    }
+  } catch (...) {
+    record_error();
+  }
+  work.close();
+  for (auto& w : workers) w.join();
+  if (error) std::rethrow_exception(error);  // `writer` is destroyed uncommitted: its packs are removed
+
+  for (auto& part : found) {
+    snap.chunks.insert(snap.chunks.end(), part.begin(), part.end());
+    std::vector<std::pair<uint64_t, store::ChunkId>>().swap(part);
+  }
+  std::sort(snap.chunks.begin(), snap.chunks.end(), [](auto& a, auto& b) { return a.first < b.first; });
+  writer->commit();
+
+  // Compare with the previous snapshot of the same disk.
+  std::optional<store::Snapshot> parent = repo.latest_snapshot(snap.name);
+  if (parent) {
+    snap.parent = parent->id;
+    size_t j = 0;
+    uint64_t changed = 0;
+    for (auto& [index, id] : snap.chunks) {
+      while (j < parent->chunks.size() && parent->chunks[j].first < index) j++;
+      if (j >= parent->chunks.size() || parent->chunks[j].first != index || !(parent->chunks[j].second == id)) changed++;
+    }
+    snap.stats.chunks_changed = changed;
+  } else {
+    snap.stats.chunks_changed = snap.chunks.size();
+  }
+  snap.digest = snap.compute_digest();
+  snap.stats.bytes_read = bytes_read;
+  snap.stats.bytes_new = writer->bytes_new();
+  snap.stats.bytes_stored = writer->bytes_written();
+  snap.stats.chunks_new = chunks_new;
+  snap.stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  (void)nchunks;
+  Result result;
+  result.snapshot_bytes = repo.save_snapshot(snap);
+  result.snapshot = std::move(snap);
+  return result;
+}
+
+}  // namespace ferry::replicate

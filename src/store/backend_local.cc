@@ -1,0 +1,241 @@
+// store::Backend on a local directory: one file per object, written crash-safely
+// (temporary, fsync, rename, fsync directory). Packs are spread over 256 sub-directories.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <functional>
+#include <list>
+#include <mutex>
+#include <unordered_map>
+
+#include "common/error.h"
+#include "common/fs.h"
+#include "store/backend.h"
+
+namespace ferry::store {
+
+const char* to_string(ObjectType type) {
+  switch (type) {
+    case ObjectType::kConfig: return "config";
+    case ObjectType::kKey: return "key";
+    case ObjectType::kPack: return "pack";
+    case ObjectType::kIndex: return "index";
+    case ObjectType::kSnapshot: return "snapshot";
+  }
+  return "object";
+}
+
+namespace {
+
+const char* dir_for(ObjectType type) {
+  switch (type) {
+    case ObjectType::kConfig: return "";
+    case ObjectType::kKey: return "keys";
+    case ObjectType::kPack: return "packs";
+    case ObjectType::kIndex: return "index";
+    case ObjectType::kSnapshot: return "snapshots";
+  }
+  return "";
+}
+
+bool valid_name(const std::string& name) {
+  if (name.empty() || name.size() > 128) return false;
+  for (char c : name)
+    if (!(isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_')) return false;
+  return true;
+}
+
+class LocalWriter : public ObjectWriter {
+ public:
+  LocalWriter(fs::path tmp, std::function<fs::path(const std::string&)> final_path)
+      : tmp_(std::move(tmp)), final_path_(std::move(final_path)), file_(tmp_, O_WRONLY | O_CREAT | O_EXCL, 0644) {}
+  ~LocalWriter() override {
+    if (!committed_) {
+      file_ = File();
+      std::error_code ec;
+      fs::remove(tmp_, ec);
+    }
+  }
+  void append(std::string_view data) override {
+    file_.write_all(data.data(), data.size());
+    size_ += data.size();
+  }
+  uint64_t size() const override { return size_; }
+  void commit(const std::string& name) override {
+    file_.sync();
+    file_.close();
+    rename_durable(tmp_, final_path_(name));
+    committed_ = true;
+  }
+
+ private:
+  fs::path tmp_;
+  std::function<fs::path(const std::string&)> final_path_;
+  File file_;
+  uint64_t size_ = 0;
+  bool committed_ = false;
+};
+
+class LocalLock : public Backend::Lock {
+ public:
+  LocalLock(const fs::path& p, FileLock::Mode m, const std::string& purpose) : lock_(p, m, purpose) {}
+
+ private:
+  FileLock lock_;
+};
+
+class LocalBackend : public Backend {
+ public:
+  explicit LocalBackend(fs::path root) : root_(std::move(root)) {}
+
+  std::string location() const override { return root_.string(); }
+
+  fs::path path_for(ObjectType type, const std::string& name) const {
+    if (!valid_name(name)) fail(ErrorKind::kInvalidArgument, std::string("invalid ") + to_string(type) + " name '" + name + "'");
+    if (type == ObjectType::kConfig) return root_ / "config";
+    if (type == ObjectType::kPack) return root_ / "packs" / name.substr(0, 2) / name;
+    return root_ / dir_for(type) / name;
+  }
+
+  void put(ObjectType type, const std::string& name, std::string_view data) override {
+    write_file_atomic(path_for(type, name), data);
+  }
+
+  std::unique_ptr<ObjectWriter> create(ObjectType type) override {
+    fs::path tmp = temp_name_for(root_ / "tmp" / to_string(type));
+    return std::make_unique<LocalWriter>(tmp, [this, type](const std::string& name) {
+      fs::path p = path_for(type, name);
+      std::error_code ec;
+      fs::create_directories(p.parent_path(), ec);
+      return p;
+    });
+  }
+
+  std::string get(ObjectType type, const std::string& name) override {
+    try {
+      return read_file(path_for(type, name));
+    } catch (const Error& e) {
+      if (e.kind() == ErrorKind::kNotFound)
+        fail(ErrorKind::kNotFound, std::string(to_string(type)) + " '" + name + "' not found in store '" + location() + "'");
+      throw;
+    }
+  }
+
+  std::string get_range(ObjectType type, const std::string& name, uint64_t offset, size_t length) override {
+    std::shared_ptr<File> f = open_cached(type, name);
+    std::string out(length, '\0');
+    f->pread_all(out.data(), length, offset);
+    return out;
+  }
+
+  uint64_t size(ObjectType type, const std::string& name) override {
+    std::error_code ec;
+    auto s = fs::file_size(path_for(type, name), ec);
+    if (ec) fail(ErrorKind::kNotFound, std::string(to_string(type)) + " '" + name + "' not found in store '" + location() + "'");
+    return s;
+  }
+
+  bool exists(ObjectType type, const std::string& name) override {
+    std::error_code ec;
+    return fs::exists(path_for(type, name), ec);
+  }
+
+  std::vector<std::string> list(ObjectType type) override {
+    std::vector<std::string> names;
+    if (type == ObjectType::kConfig) {
+      if (fs::exists(root_ / "config")) names.push_back("config");
+      return names;
+    }
+    fs::path dir = root_ / dir_for(type);
+    std::error_code ec;
+    if (type == ObjectType::kPack) {
+      for (auto& sub : fs::directory_iterator(dir, ec))
+        for (auto& e : fs::directory_iterator(sub.path()))
+          if (valid_name(e.path().filename().string())) names.push_back(e.path().filename().string());
+    } else {
+      for (auto& e : fs::directory_iterator(dir, ec))
+        if (valid_name(e.path().filename().string())) names.push_back(e.path().filename().string());
+    }
+    return names;
+  }
+
+  void remove(ObjectType type, const std::string& name) override {
+    fs::path p = path_for(type, name);
+    {
+      std::lock_guard lock(mu_);
+      cache_.erase(cache_key(type, name));
+    }
+    if (::unlink(p.c_str()) != 0 && errno != ENOENT) fail_errno("remove '" + p.string() + "'");
+    fsync_dir(p.parent_path());
+  }
+
+  std::unique_ptr<Lock> lock(LockKind kind, const std::string& purpose) override {
+    switch (kind) {
+      case LockKind::kRead: return std::make_unique<LocalLock>(root_ / "locks" / "exclusive", FileLock::Mode::kShared, purpose);
+      case LockKind::kWrite: return std::make_unique<LocalLock>(root_ / "locks" / "write", FileLock::Mode::kExclusive, purpose);
+      case LockKind::kExclusive: return std::make_unique<LocalLock>(root_ / "locks" / "exclusive", FileLock::Mode::kExclusive, purpose);
+    }
+    return nullptr;
+  }
+
+  // Removes temporaries left by processes that no longer run (a killed replication).
+  void clean_temporaries() {
+    std::error_code ec;
+    for (auto& e : fs::directory_iterator(root_ / "tmp", ec)) {
+      std::string n = e.path().filename().string();
+      auto pos = n.find(".tmp.");
+      if (pos == std::string::npos) continue;
+      int pid = std::atoi(n.c_str() + pos + 5);
+      if (!process_alive(pid)) fs::remove(e.path(), ec);
+    }
+  }
+
+ private:
+  static std::string cache_key(ObjectType type, const std::string& name) { return std::string(to_string(type)) + "/" + name; }
+
+  // Readers pread the same packs over and over; keep a few descriptors open.
+  std::shared_ptr<File> open_cached(ObjectType type, const std::string& name) {
+    std::string key = cache_key(type, name);
+    std::lock_guard lock(mu_);
+    auto it = cache_.find(key);
+    if (it != cache_.end()) {
+      lru_.splice(lru_.begin(), lru_, it->second.second);
+      return it->second.first;
+    }
+    std::shared_ptr<File> f;
+    try {
+      f = std::make_shared<File>(path_for(type, name), O_RDONLY);
+    } catch (const Error& e) {
+      if (e.kind() == ErrorKind::kNotFound)
+        fail(ErrorKind::kNotFound, std::string(to_string(type)) + " '" + name + "' not found in store '" + location() + "'");
+      throw;
+    }
+    lru_.push_front(key);
+    cache_[key] = {f, lru_.begin()};
+    if (cache_.size() > 64) {
+      cache_.erase(lru_.back());
+      lru_.pop_back();
+    }
+    return f;
+  }
+
+  fs::path root_;
+  std::mutex mu_;
+  std::list<std::string> lru_;
+  std::unordered_map<std::string, std::pair<std::shared_ptr<File>, std::list<std::string>::iterator>> cache_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> open_local_backend(const fs::path& dir, bool create) {
+  if (create) {
+    for (const char* sub : {"keys", "packs", "index", "snapshots", "locks", "tmp"}) fs::create_directories(dir / sub);
+  } else if (!fs::exists(dir / "config")) {
+    fail(ErrorKind::kNotFound, "'" + dir.string() + "' is not a ferry store (no config file); create one with 'ferry store init'");
+  }
+  auto backend = std::make_unique<LocalBackend>(fs::absolute(dir));
+  backend->clean_temporaries();
+  return backend;
+}
+
+}  // namespace ferry::store

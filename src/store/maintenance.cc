@@ -1,0 +1,245 @@
+// check, prune and stats over a whole repository.
+#include "store/maintenance.h"
+
+#include <algorithm>
+#include <set>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "common/error.h"
+#include "common/progress.h"
+#include "store/crypto.h"
+#include "store/format.h"
+
+namespace ferry::store {
+
+namespace {
+
+struct PackContents {
+  std::vector<std::pair<ChunkId, Location>> entries;
+};
+
+std::map<uint32_t, PackContents> entries_by_pack(Repository& repo) {
+  std::map<uint32_t, PackContents> packs;
+  repo.for_each_entry([&](const ChunkId& id, const Location& loc) { packs[loc.pack].entries.emplace_back(id, loc); });
+  return packs;
+}
+
+}  // namespace
+
+CheckReport check(Repository& repo, bool read_data, Progress* progress) {
+  CheckReport r;
+  Backend& backend = repo.backend();
+  for (auto& [name, why] : repo.unreadable_indexes()) r.errors.push_back("index '" + name + "' cannot be read: " + why);
+  for (auto& [name, why] : repo.unreadable_packs()) r.errors.push_back(why);
+  for (auto& name : repo.unindexed_packs())
+    r.notes.push_back("pack '" + name + "' is not yet in an index (left by an interrupted run; the next replication indexes and reuses it)");
+
+  std::unordered_set<ChunkId, ChunkIdHash> bad;
+  auto packs = entries_by_pack(repo);
+  r.packs = packs.size();
+  std::vector<uint32_t> readable;
+  for (auto& [p, contents] : packs) {
+    std::string name = repo.pack_name(p);
+    try {
+      auto header = read_pack_header(repo, backend, name);
+      std::unordered_map<ChunkId, PackEntry, ChunkIdHash> by_id;
+      for (auto& e : header) by_id.emplace(e.id, e);
+      for (auto& [id, loc] : contents.entries) {
+        auto it = by_id.find(id);
+        if (it == by_id.end() || it->second.offset != loc.offset || it->second.stored_len != loc.stored_len) {
+          r.errors.push_back("pack '" + name + "': the index lists chunk " + id.hex() + " but the pack header disagrees");
+          bad.insert(id);
+        }
+      }
+      readable.push_back(p);
+    } catch (const Error& e) {
+      r.errors.push_back(e.what());
+      for (auto& [id, loc] : contents.entries) bad.insert(id);
+    }
+    r.chunks += contents.entries.size();
+  }
+
+  if (read_data) {
+    uint64_t total = 0;
+    for (uint32_t p : readable) total += backend.size(ObjectType::kPack, repo.pack_name(p));
+    if (progress) progress->set_total(total);
+    std::mutex mu;
+    std::atomic<size_t> next{0};
+    auto worker = [&] {
+      auto codec = repo.new_codec();
+      std::string plain;
+      for (size_t i; (i = next.fetch_add(1)) < readable.size();) {
+        uint32_t p = readable[i];
+        std::string name = repo.pack_name(p);
+        std::string data;
+        try {
+          data = backend.get(ObjectType::kPack, name);
+        } catch (const Error& e) {
+          std::lock_guard lock(mu);
+          r.errors.push_back(e.what());
+          for (auto& [id, loc] : packs[p].entries) bad.insert(id);
+          continue;
+        }
+        for (auto& [id, loc] : packs[p].entries) {
+          std::string err;
+          try {
+            if (static_cast<uint64_t>(loc.offset) + loc.stored_len > data.size()) fail(ErrorKind::kCorrupt, "blob extends past the end of the pack");
+            plain.resize(loc.raw_len);
+            repo.open_blob(*codec, id, loc, std::string_view(data).substr(loc.offset, loc.stored_len), plain.data(), name);
+            if (!(codec->chunk_id(plain.data(), plain.size()) == id)) fail(ErrorKind::kCorrupt, "content does not hash to its id");
+          } catch (const Error& e) {
+            err = e.what();
+          }
+          if (!err.empty()) {
+            std::lock_guard lock(mu);
+            r.errors.push_back("pack '" + name + "' offset " + std::to_string(loc.offset) + ": chunk " + id.hex() + " is damaged: " + err);
+            bad.insert(id);
+          }
+        }
+        std::lock_guard lock(mu);
+        r.bytes_read += data.size();
+        if (progress) progress->add(data.size());
+      }
+    };
+    std::vector<std::thread> threads;
+    unsigned n = std::max(1u, std::min(4u, std::thread::hardware_concurrency()));
+    for (unsigned i = 0; i < n; i++) threads.emplace_back(worker);
+    for (auto& t : threads) t.join();
+  }
+
+  for (auto& id : repo.snapshot_ids()) {
+    r.snapshots++;
+    Snapshot s;
+    try {
+      s = repo.load_snapshot(id);
+    } catch (const Error& e) {
+      r.errors.push_back(e.what());
+      continue;
+    }
+    if (!(s.compute_digest() == s.digest)) r.errors.push_back("snapshot '" + id + "': chunk table does not match its digest");
+    for (auto& [index, cid] : s.chunks) {
+      bool missing = !repo.find(cid).has_value();
+      if (missing) {
+        r.errors.push_back("snapshot '" + id + "': chunk " + cid.hex() + " (disk offset " + std::to_string(index * s.chunk_size) +
+                           ") is missing from the store");
+        bad.insert(cid);
+      }
+      if (bad.count(cid)) {
+        auto& list = r.damaged_chunks[cid.hex()];
+        if (list.empty() || list.back() != id) list.push_back(id);
+      }
+    }
+  }
+  for (auto& id : bad)
+    if (!r.damaged_chunks.count(id.hex())) r.damaged_chunks[id.hex()] = {};
+  return r;
+}
+
+PruneReport prune(Repository& repo) {
+  PruneReport report;
+  Backend& backend = repo.backend();
+  if (!repo.unreadable_indexes().empty())
+    fail(ErrorKind::kCorrupt, "prune refused: index '" + repo.unreadable_indexes()[0].first + "' cannot be read; run 'ferry store check'");
+  std::unordered_set<ChunkId, ChunkIdHash> live;
+  for (auto& id : repo.snapshot_ids()) {
+    Snapshot s = repo.load_snapshot(id);  // throws: prune never runs on a store it cannot fully read
+    report.snapshots++;
+    for (auto& [index, cid] : s.chunks) live.insert(cid);
+  }
+  for (auto& id : live)
+    if (!repo.find(id)) fail(ErrorKind::kCorrupt, "prune refused: chunk " + id.hex() + " of a snapshot is missing; run 'ferry store check'");
+
+  auto packs = entries_by_pack(repo);
+  auto old_indexes = backend.list(ObjectType::kIndex);
+  std::vector<PackListing> keep;
+  std::vector<std::string> obsolete;
+  std::unique_ptr<ObjectWriter> out;
+  std::vector<PackEntry> out_entries;
+  std::unordered_set<ChunkId, ChunkIdHash> placed;
+
+  auto flush = [&] {
+    if (!out) return;
+    std::string header = repo.seal_object('P', encode_pack_header(out_entries));
+    uint32_t hlen = static_cast<uint32_t>(header.size());
+    header.append(reinterpret_cast<const char*>(&hlen), 4);
+    header.append(kPackMagic);
+    out->append(header);
+    std::string name = new_object_name();
+    out->commit(name);
+    report.packs_written++;
+    keep.push_back({name, std::move(out_entries)});
+    out_entries.clear();
+    out.reset();
+  };
+
+  for (auto& [p, contents] : packs) {
+    std::string name = repo.pack_name(p);
+    report.bytes_before += backend.size(ObjectType::kPack, name);
+    std::vector<std::pair<ChunkId, Location>> live_here, dead_here;
+    for (auto& [id, loc] : contents.entries) {
+      auto canonical = repo.find(id);
+      bool is_canonical = canonical && canonical->pack == p && canonical->offset == loc.offset;
+      if (live.count(id) && is_canonical && !placed.count(id)) {
+        live_here.emplace_back(id, loc);
+        placed.insert(id);
+      } else {
+        dead_here.emplace_back(id, loc);
+      }
+    }
+    if (dead_here.empty()) {
+      PackListing l{name, {}};
+      for (auto& [id, loc] : live_here) l.entries.push_back({id, loc.offset, loc.stored_len, loc.raw_len, loc.compression});
+      keep.push_back(std::move(l));
+      continue;
+    }
+    for (auto& [id, loc] : dead_here)
+      if (!live.count(id)) report.chunks_removed++;
+    obsolete.push_back(name);
+    if (live_here.empty()) {
+      report.packs_deleted++;
+      continue;
+    }
+    report.packs_rewritten++;
+    for (auto& [id, loc] : live_here) {
+      std::string box = backend.get_range(ObjectType::kPack, name, loc.offset, loc.stored_len);
+      if (!out) out = backend.create(ObjectType::kPack);
+      out_entries.push_back({id, static_cast<uint32_t>(out->size()), loc.stored_len, loc.raw_len, loc.compression});
+      out->append(box);
+      if (out->size() >= repo.config().pack_size) flush();
+    }
+  }
+  flush();
+  // Order matters for crash safety: the new index is durable before any old index or pack goes.
+  if (!obsolete.empty() || old_indexes.size() != 1 || !repo.unindexed_packs().empty()) {
+    backend.put(ObjectType::kIndex, new_object_name(), repo.seal_object('I', encode_index(keep)));
+    for (auto& name : old_indexes) backend.remove(ObjectType::kIndex, name);
+    for (auto& name : obsolete) backend.remove(ObjectType::kPack, name);
+  }
+  repo.reload_index();
+  for (auto& l : keep) report.bytes_after += backend.size(ObjectType::kPack, l.pack);
+  return report;
+}
+
+StoreStats stats(Repository& repo) {
+  StoreStats s;
+  Backend& backend = repo.backend();
+  auto packs = entries_by_pack(repo);
+  s.packs = packs.size();
+  for (auto& [p, contents] : packs) s.stored_bytes += backend.size(ObjectType::kPack, repo.pack_name(p));
+  for (auto& name : backend.list(ObjectType::kIndex)) s.stored_bytes += backend.size(ObjectType::kIndex, name);
+  repo.for_each_entry([&](const ChunkId&, const Location& loc) {
+    s.chunks++;
+    s.unique_bytes += loc.raw_len;
+  });
+  for (auto& snap : repo.list_snapshots()) {
+    s.snapshots++;
+    s.stored_bytes += backend.size(ObjectType::kSnapshot, snap.id);
+    s.logical_bytes += snap.size;
+    for (auto& [index, id] : snap.chunks) s.data_bytes += snap.chunk_length(index);
+  }
+  return s;
+}
+
+}  // namespace ferry::store
