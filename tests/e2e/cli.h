@@ -1,0 +1,24 @@
+// Running the real `ferry` binary from end-to-end tests.
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace ferry::e2e {
+
+struct CliResult {
+  int exit_code = -1;  // 128+N when killed by signal N
+  std::string out, err;
+  nlohmann::json json() const;  // parses `out`; fails the test if it is not JSON
+};
+
+// Runs FERRY_BINARY with `args` and extra environment `env` (e.g. FERRY_KEYRING, FERRY_FAULT).
+CliResult ferry(const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {});
+
+// Every file under `dir` with its size and content hash, for "the store is unchanged" assertions.
+std::map<std::string, std::string> tree_fingerprint(const std::filesystem::path& dir);
+
+}  // namespace ferry::e2e
