@@ -1,6 +1,7 @@
 // Hex encoding and little-endian integer packing used by the on-disk formats.
 #pragma once
 
+#include <bit>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -8,6 +9,9 @@
 #include <vector>
 
 namespace ferry {
+
+// The on-disk formats are little-endian and ByteWriter copies integers as they are in memory.
+static_assert(std::endian::native == std::endian::little, "ferry's formats assume a little-endian host");
 
 std::string to_hex(const void* data, size_t len);
 inline std::string to_hex(std::string_view s) { return to_hex(s.data(), s.size()); }

@@ -99,15 +99,16 @@ void probe_with_qemu(const std::string& filename, const std::string& format, Dis
     ProcessResult c = run_process(check);
     // 0 clean, 3 leaked clusters only (harmless for reading), 63 check not supported.
     if (c.exit_code != 0 && c.exit_code != 3 && c.exit_code != 63) {
-      std::string why = tool_message(c.err);
-      if (why.empty()) {
-        try {
-          auto cj = nlohmann::json::parse(c.out);
-          why = std::to_string(cj.value("corruptions", 0)) + " corruptions in the image metadata";
-        } catch (...) {
-          why = "metadata check failed";
-        }
+      // The first line names the first problem; later ones are usually consequences.
+      std::string first = c.err.substr(0, c.err.find('\n'));
+      if (first.rfind("qemu-img: ", 0) == 0) first = first.substr(10);
+      std::string why = "damaged " + info.describe() + " metadata";
+      try {
+        auto cj = nlohmann::json::parse(c.out);
+        why += " (" + std::to_string(cj.value("corruptions", 0)) + " corruptions found by qemu-img check)";
+      } catch (...) {
       }
+      if (!first.empty()) why += ": " + first;
       fail(ErrorKind::kCorrupt, "disk '" + info.path + "': " + why);
     }
   }

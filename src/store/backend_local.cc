@@ -105,8 +105,10 @@ class LocalBackend : public Backend {
     fs::path tmp = temp_name_for(root_ / "tmp" / to_string(type));
     return std::make_unique<LocalWriter>(tmp, [this, type](const std::string& name) {
       fs::path p = path_for(type, name);
-      std::error_code ec;
-      fs::create_directories(p.parent_path(), ec);
+      if (!fs::exists(p.parent_path())) {
+        fs::create_directories(p.parent_path());
+        fsync_dir(p.parent_path().parent_path());  // the new sub-directory's entry must survive a crash too
+      }
       return p;
     });
   }
@@ -149,9 +151,13 @@ class LocalBackend : public Backend {
     fs::path dir = root_ / dir_for(type);
     std::error_code ec;
     if (type == ObjectType::kPack) {
-      for (auto& sub : fs::directory_iterator(dir, ec))
-        for (auto& e : fs::directory_iterator(sub.path()))
-          if (valid_name(e.path().filename().string())) names.push_back(e.path().filename().string());
+      for (auto& sub : fs::directory_iterator(dir, ec)) {
+        if (!sub.is_directory()) continue;
+        for (auto& e : fs::directory_iterator(sub.path(), ec)) {
+          std::string n = e.path().filename().string();
+          if (valid_name(n) && n.rfind(sub.path().filename().string(), 0) == 0) names.push_back(n);
+        }
+      }
     } else {
       for (auto& e : fs::directory_iterator(dir, ec))
         if (valid_name(e.path().filename().string())) names.push_back(e.path().filename().string());
@@ -178,15 +184,18 @@ class LocalBackend : public Backend {
     return nullptr;
   }
 
-  // Removes temporaries left by processes that no longer run (a killed replication).
+  // Removes temporaries ("<name>.tmp.<pid>.<random>") left by processes of this machine that no
+  // longer run (a killed replication). A store shared between machines needs the server's own locking.
   void clean_temporaries() {
     std::error_code ec;
-    for (auto& e : fs::directory_iterator(root_ / "tmp", ec)) {
-      std::string n = e.path().filename().string();
-      auto pos = n.find(".tmp.");
-      if (pos == std::string::npos) continue;
-      int pid = std::atoi(n.c_str() + pos + 5);
-      if (!process_alive(pid)) fs::remove(e.path(), ec);
+    for (const char* sub : {"tmp", "", "keys", "index", "snapshots"}) {
+      for (auto& e : fs::directory_iterator(root_ / sub, ec)) {
+        std::string n = e.path().filename().string();
+        auto pos = n.find(".tmp.");
+        if (pos == std::string::npos || !e.is_regular_file()) continue;
+        int pid = std::atoi(n.c_str() + pos + 5);
+        if (!process_alive(pid)) fs::remove(e.path(), ec);
+      }
     }
   }
 

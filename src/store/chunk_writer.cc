@@ -60,12 +60,8 @@ struct ChunkWriter::Impl {
   }
 
   void finish_pack() {
-    std::string header = repo.seal_object('P', encode_pack_header(entries));
-    uint32_t hlen = static_cast<uint32_t>(header.size());
-    header.append(reinterpret_cast<const char*>(&hlen), 4);
-    header.append(kPackMagic);
-    current->append(header);
     std::string name = new_object_name();
+    current->append(encode_pack_trailer(repo, name, entries));
     uint64_t size = current->size();
     current->commit(name);
     current.reset();
@@ -138,9 +134,10 @@ void ChunkWriter::commit() {
   std::vector<PackListing> listings = impl_->written;
   for (auto& name : repo.unindexed_packs()) listings.push_back({name, read_pack_header(repo, repo.backend(), name)});
   if (!listings.empty()) {
-    std::string data = repo.seal_object('I', encode_index(listings));
+    std::string name = new_object_name();
+    std::string data = repo.seal_object('I', name, encode_index(listings));
     fault_point("index");
-    repo.backend().put(ObjectType::kIndex, new_object_name(), data);
+    repo.backend().put(ObjectType::kIndex, name, data);
     impl_->bytes_written += data.size();
     std::unique_lock lock(repo.mu_);
     repo.unindexed_.clear();

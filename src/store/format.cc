@@ -61,6 +61,14 @@ std::vector<PackEntry> decode_pack_header(std::string_view plaintext, const std:
   return entries;
 }
 
+std::string encode_pack_trailer(const Repository& repo, const std::string& name, const std::vector<PackEntry>& entries) {
+  std::string out = repo.seal_object('P', name, encode_pack_header(entries));
+  uint32_t hlen = static_cast<uint32_t>(out.size());
+  out.append(reinterpret_cast<const char*>(&hlen), 4);
+  out.append(kPackMagic);
+  return out;
+}
+
 std::vector<PackEntry> read_pack_header(const Repository& repo, Backend& backend, const std::string& name) {
   std::string what = "pack '" + name + "'";
   uint64_t size = backend.size(ObjectType::kPack, name);
@@ -72,7 +80,7 @@ std::vector<PackEntry> read_pack_header(const Repository& repo, Backend& backend
   if (hlen < kBoxOverhead || hlen > size - kPackTrailerSize) fail(ErrorKind::kCorrupt, what + ": header length " + std::to_string(hlen) + " is out of range");
   uint64_t hoff = size - kPackTrailerSize - hlen;
   std::string box = backend.get_range(ObjectType::kPack, name, hoff, hlen);
-  auto entries = decode_pack_header(repo.unseal_object('P', box, what + " header"), what + " header");
+  auto entries = decode_pack_header(repo.unseal_object('P', name, box, what + " header"), what + " header");
   for (auto& e : entries)
     if (static_cast<uint64_t>(e.offset) + e.stored_len > hoff) fail(ErrorKind::kCorrupt, what + ": a blob extends past the header");
   return entries;
@@ -95,6 +103,7 @@ std::vector<PackListing> decode_index(std::string_view compressed, const std::st
   ByteReader r(plain, what);
   expect_magic(r, kIndexMagic, what);
   uint32_t n = r.u32();
+  if (static_cast<uint64_t>(n) * (32 + 4) > r.remaining()) fail(ErrorKind::kCorrupt, what + ": pack count is larger than the file");
   std::vector<PackListing> packs(n);
   for (auto& p : packs) {
     p.pack = to_hex(r.bytes(32));
@@ -168,7 +177,8 @@ Snapshot decode_snapshot(std::string_view compressed, const std::string& id) {
   } catch (const nlohmann::json::exception& e) {
     fail(ErrorKind::kCorrupt, what + ": bad metadata: " + e.what());
   }
-  if (s.chunk_size == 0) fail(ErrorKind::kCorrupt, what + ": chunk size is 0");
+  if (s.chunk_size < 4096 || (s.chunk_size & (s.chunk_size - 1)) || s.size > (uint64_t{1} << 56))
+    fail(ErrorKind::kCorrupt, what + ": chunk size or disk size is out of range");
   uint64_t n = r.u64();
   if (n > r.remaining() / 40 || n != r.remaining() / 40 || r.remaining() % 40) fail(ErrorKind::kCorrupt, what + ": chunk table length is wrong");
   s.chunks.resize(n);

@@ -32,6 +32,8 @@ struct PackListing {
 
 std::string encode_pack_header(const std::vector<PackEntry>& entries);
 std::vector<PackEntry> decode_pack_header(std::string_view plaintext, const std::string& what);
+// What closes pack `name` after its blobs: the sealed header, its length and the magic.
+std::string encode_pack_trailer(const Repository& repo, const std::string& name, const std::vector<PackEntry>& entries);
 // Reads and authenticates the header at the end of pack `name`; throws kCorrupt / kCrypto naming the pack.
 std::vector<PackEntry> read_pack_header(const Repository& repo, Backend& backend, const std::string& name);
 

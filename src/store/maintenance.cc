@@ -161,12 +161,8 @@ PruneReport prune(Repository& repo) {
 
   auto flush = [&] {
     if (!out) return;
-    std::string header = repo.seal_object('P', encode_pack_header(out_entries));
-    uint32_t hlen = static_cast<uint32_t>(header.size());
-    header.append(reinterpret_cast<const char*>(&hlen), 4);
-    header.append(kPackMagic);
-    out->append(header);
     std::string name = new_object_name();
+    out->append(encode_pack_trailer(repo, name, out_entries));
     out->commit(name);
     report.packs_written++;
     keep.push_back({name, std::move(out_entries)});
@@ -213,7 +209,8 @@ PruneReport prune(Repository& repo) {
   flush();
   // Order matters for crash safety: the new index is durable before any old index or pack goes.
   if (!obsolete.empty() || old_indexes.size() != 1 || !repo.unindexed_packs().empty()) {
-    backend.put(ObjectType::kIndex, new_object_name(), repo.seal_object('I', encode_index(keep)));
+    std::string index_name = new_object_name();
+    backend.put(ObjectType::kIndex, index_name, repo.seal_object('I', index_name, encode_index(keep)));
     for (auto& name : old_indexes) backend.remove(ObjectType::kIndex, name);
     for (auto& name : obsolete) backend.remove(ObjectType::kPack, name);
   }

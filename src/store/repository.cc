@@ -87,6 +87,9 @@ std::unique_ptr<Repository> Repository::open(std::unique_ptr<Backend> backend, c
   } catch (const json::exception& e) {
     fail(ErrorKind::kCorrupt, where + " config: " + e.what());
   }
+  if (c.chunk_size < 4096 || c.chunk_size > (8u << 20) || (c.chunk_size & (c.chunk_size - 1)) || c.pack_size < c.chunk_size ||
+      c.pack_size > (1u << 30) || c.zstd_level < -5 || c.zstd_level > 19)
+    fail(ErrorKind::kCorrupt, where + " config: chunk_size, pack_size or zstd_level is out of range");
   json key_doc = parse_json(backend->get(ObjectType::kKey, kKeyObject), where + " key file");
   std::string keys;
   try {
@@ -120,12 +123,12 @@ std::unique_ptr<Repository> Repository::open(std::unique_ptr<Backend> backend, c
 Repository::~Repository() = default;
 
 
-std::string Repository::seal_object(char type, std::string_view plaintext) const {
-  return seal(enc_key_.data(), std::string("ferry-object:") + type, plaintext);
+std::string Repository::seal_object(char type, const std::string& name, std::string_view plaintext) const {
+  return seal(enc_key_.data(), std::string("ferry-object:") + type + ":" + name, plaintext);
 }
 
-std::string Repository::unseal_object(char type, std::string_view box, const std::string& what) const {
-  return unseal(enc_key_.data(), std::string("ferry-object:") + type, box, what);
+std::string Repository::unseal_object(char type, const std::string& name, std::string_view box, const std::string& what) const {
+  return unseal(enc_key_.data(), std::string("ferry-object:") + type + ":" + name, box, what);
 }
 
 uint32_t Repository::add_pack_locked(const std::string& name) {
@@ -156,7 +159,7 @@ void Repository::load_index() {
   for (auto& name : index_names) {
     std::string what = "index '" + name + "'";
     try {
-      auto listings = decode_index(unseal_object('I', backend_->get(ObjectType::kIndex, name), what), what);
+      auto listings = decode_index(unseal_object('I', name, backend_->get(ObjectType::kIndex, name), what), what);
       for (auto& l : listings) add_listing(l.pack, l.entries);
     } catch (const Error& e) {
       unreadable_indexes_.emplace_back(name, e.what());
@@ -237,7 +240,7 @@ std::vector<std::string> Repository::snapshot_ids() const { return backend_->lis
 
 Snapshot Repository::load_snapshot(const std::string& id) const {
   std::string what = "snapshot '" + id + "'";
-  return decode_snapshot(unseal_object('S', backend_->get(ObjectType::kSnapshot, id), what), id);
+  return decode_snapshot(unseal_object('S', id, backend_->get(ObjectType::kSnapshot, id), what), id);
 }
 
 std::string Repository::resolve_snapshot(const std::string& prefix) const {
@@ -270,7 +273,7 @@ uint64_t Repository::save_snapshot(Snapshot& snapshot) {
   uint8_t raw[16];
   random_bytes(raw, sizeof raw);
   snapshot.id = to_hex(raw, sizeof raw);
-  std::string data = seal_object('S', encode_snapshot(snapshot));
+  std::string data = seal_object('S', snapshot.id, encode_snapshot(snapshot));
   fault_point("snapshot");
   backend_->put(ObjectType::kSnapshot, snapshot.id, data);
   return data.size();

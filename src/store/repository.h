@@ -203,9 +203,10 @@ class Repository {
   uint64_t save_snapshot(Snapshot& snapshot);
   void delete_snapshot(const std::string& id);
 
-  // Sealing of small metadata objects (index, snapshot, pack header).
-  std::string seal_object(char type, std::string_view plaintext) const;
-  std::string unseal_object(char type, std::string_view box, const std::string& what) const;
+  // Sealing of metadata objects (index, snapshot, pack header); the box is bound to its type and name,
+  // so a renamed or swapped object fails authentication.
+  std::string seal_object(char type, const std::string& name, std::string_view plaintext) const;
+  std::string unseal_object(char type, const std::string& name, std::string_view box, const std::string& what) const;
 
   // Rebuilds the in-memory index from the backend (used by maintenance after rewriting indexes).
   void reload_index();

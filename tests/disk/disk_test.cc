@@ -1,0 +1,207 @@
+// disk::Source and disk::Sink against real images made with qemu-img.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "common/error.h"
+#include "disk/disk.h"
+#include "fixtures/fixtures.h"
+
+namespace fx = ferry::testing;
+using ferry::disk::open_source;
+
+namespace {
+
+constexpr uint64_t kSize = 32 * fx::kMiB;
+
+// Reads the whole virtual disk through a Source, honouring its zero extents.
+std::string read_all(ferry::disk::Source& src, uint64_t* zero_bytes = nullptr) {
+  std::string out(src.size(), '\0');
+  uint64_t zeros = 0, covered = 0;
+  for (auto& e : src.extents(0, src.size())) {
+    EXPECT_EQ(e.offset, covered) << "extents must be contiguous";
+    covered = e.offset + e.length;
+    if (e.zero) {
+      zeros += e.length;
+      continue;
+    }
+    src.read(out.data() + e.offset, e.length, e.offset);
+  }
+  EXPECT_EQ(covered, src.size());
+  if (zero_bytes) *zero_bytes = zeros;
+  return out;
+}
+
+class SourceKinds : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(SourceKinds, ReadsTheSameBytesAsTheRawDiskAndSkipsZeroRanges) {
+  fx::TempDir dir;
+  auto raw = dir.path() / "src.raw";
+  fx::make_raw_disk(raw, kSize, 7);
+  auto disk = fx::make_disk(raw, GetParam(), dir.path());
+  auto src = open_source(disk.string());
+  ASSERT_GE(src->size(), kSize);  // dynamic VHDs round the size up to a CHS geometry
+  uint64_t zeros = 0;
+  std::string data = read_all(*src, &zeros);
+  std::string expect = fx::read_file(raw);
+  ASSERT_EQ(data.substr(0, kSize), expect);
+  EXPECT_EQ(data.find_first_not_of('\0', kSize), std::string::npos);
+  // The fixture's holes must be reported as zero ranges, not read (raw files: SEEK_HOLE; others: block status).
+  // Fixed layouts have no holes to report, and qemu 7.2's vhdx driver reports everything as data
+  // (qemu-img map shows the same); replication then drops the zeros after reading them.
+  if (GetParam() != "vhd-fixed" && GetParam() != "vmdk-monolithicFlat" && GetParam() != "vhdx") {
+    EXPECT_GT(zeros, kSize / 4) << GetParam();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllFormats, SourceKinds, ::testing::ValuesIn(fx::all_source_kinds()),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (auto& c : n)
+                             if (!isalnum(static_cast<unsigned char>(c))) c = '_';
+                           return n;
+                         });
+
+TEST(Source, ReportsFormatAndSubformat) {
+  fx::TempDir dir;
+  auto raw = dir.path() / "src.raw";
+  fx::make_raw_disk(raw, kSize, 1);
+  EXPECT_EQ(open_source(fx::make_disk(raw, "vmdk-streamOptimized", dir.path()))->info().describe(), "vmdk (streamOptimized)");
+  EXPECT_EQ(open_source(fx::make_disk(raw, "vhd-fixed", dir.path()))->info().describe(), "vhd (fixed)");
+  EXPECT_EQ(open_source(fx::make_disk(raw, "vhd-dynamic", dir.path()))->info().describe(), "vhd (dynamic)");
+  auto ova = open_source(fx::make_disk(raw, "ova", dir.path()));
+  EXPECT_EQ(ova->info().container, "ova");
+  EXPECT_NE(ova->info().member.find(".vmdk"), std::string::npos);
+}
+
+// Every bad input: open_source throws one line naming the file and the problem.
+void expect_open_error(const std::string& path, const std::string& must_contain) {
+  try {
+    open_source(path);
+    ADD_FAILURE() << "opening " << path << " should fail";
+  } catch (const ferry::Error& e) {
+    std::string msg = e.what();
+    EXPECT_NE(msg.find(std::filesystem::path(path).filename().string()), std::string::npos) << msg;
+    EXPECT_NE(msg.find(must_contain), std::string::npos) << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << "one line: " << msg;
+  }
+}
+
+void overwrite(const std::filesystem::path& p, uint64_t offset, const std::string& bytes) {
+  std::fstream f(p, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekp(static_cast<std::streamoff>(offset));
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+class BadInput : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    raw_ = dir_.path() / "src.raw";
+    fx::make_raw_disk(raw_, kSize, 3);
+  }
+  std::filesystem::path make(const std::string& kind) { return fx::make_disk(raw_, kind, dir_.path()); }
+  fx::TempDir dir_;
+  std::filesystem::path raw_;
+};
+
+TEST_F(BadInput, TruncatedHeaders) {
+  for (std::string kind : {"vmdk-monolithicSparse", "vhd-dynamic", "vhdx", "qcow2", "vdi"}) {
+    auto p = make(kind);
+    std::filesystem::resize_file(p, 300);
+    expect_open_error(p.string(), "");
+  }
+}
+
+TEST_F(BadInput, CorruptedMagic) {
+  auto vmdk = make("vmdk-monolithicSparse");
+  overwrite(vmdk, 0, "XXXX");
+  expect_open_error(vmdk.string(), "VMDK");
+  auto vhd = make("vhd-dynamic");
+  overwrite(vhd, 0, "XXXXXXXX");
+  overwrite(vhd, std::filesystem::file_size(vhd) - 512, "XXXXXXXX");
+  expect_open_error(vhd.string(), "VPC");
+  auto vhdx = make("vhdx");
+  overwrite(vhdx, 0, "XXXXXXXX");
+  overwrite(vhdx, 64 * 1024, "XXXX");
+  overwrite(vhdx, 128 * 1024, "XXXX");
+  expect_open_error(vhdx.string(), "");
+  auto qcow2 = make("qcow2");
+  overwrite(qcow2, 0, "XXXX");
+  expect_open_error(qcow2.string(), "qcow2");
+}
+
+TEST_F(BadInput, TruncatedQcow2DataIsCaughtByTheMetadataCheck) {
+  auto p = make("qcow2");
+  std::filesystem::resize_file(p, 256 * 1024);
+  expect_open_error(p.string(), "damaged qcow2 metadata");
+}
+
+TEST_F(BadInput, MissingVmdkExtent) {
+  auto desc = make("vmdk-monolithicFlat");
+  auto extent = desc.parent_path() / (desc.stem().string() + "-flat.vmdk");
+  ASSERT_TRUE(std::filesystem::exists(extent));
+  std::filesystem::remove(extent);
+  expect_open_error(desc.string(), "No such file");
+}
+
+TEST_F(BadInput, OvaWithoutDisk) {
+  auto work = dir_.path() / "ova";
+  std::filesystem::create_directories(work);
+  {
+    std::ofstream ovf(work / "vm.ovf");
+    ovf << R"(<?xml version="1.0"?><Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">)"
+        << R"(<References/><VirtualSystem ovf:id="vm"/></Envelope>)";
+  }
+  auto ova = dir_.path() / "nodisk.ova";
+  fx::run_checked({"tar", "--format=ustar", "-C", work.string(), "-cf", ova.string(), "vm.ovf"});
+  expect_open_error(ova.string(), "lists no disk");
+
+  auto missing = dir_.path() / "missing.ova";
+  {
+    std::ofstream ovf(work / "vm.ovf");
+    ovf << R"(<?xml version="1.0"?><Envelope xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"><References><File ovf:id="f1" ovf:href="disk1.vmdk"/></References>)"
+        << R"(<DiskSection><Disk ovf:diskId="d1" ovf:fileRef="f1" ovf:capacity="1"/></DiskSection></Envelope>)";
+  }
+  fx::run_checked({"tar", "--format=ustar", "-C", work.string(), "-cf", missing.string(), "vm.ovf"});
+  expect_open_error(missing.string(), "not in the archive");
+
+  auto notar = dir_.path() / "garbage.ova";
+  std::ofstream(notar) << std::string(4096, 'x');
+  expect_open_error(notar.string(), "not a tar archive");
+}
+
+TEST(Sink, EveryTargetFormatReadsBackIdentical) {
+  fx::TempDir dir;
+  auto raw = dir.path() / "src.raw";
+  fx::make_raw_disk(raw, kSize, 11);
+  auto src = open_source(raw.string());
+  std::string data = read_all(*src);
+  for (std::string fmt : {"raw", "qcow2", "vmdk", "vhd", "vhd-fixed", "vhdx", "vdi"}) {
+    auto format = ferry::disk::parse_target_format(fmt);
+    auto out = dir.path() / ("out." + fmt);
+    {
+      auto sink = ferry::disk::create_sink(out, format, kSize);
+      for (uint64_t off = 0; off < kSize; off += fx::kMiB)
+        if (data.find_first_not_of('\0', off) < off + fx::kMiB) sink->write(data.data() + off, fx::kMiB, off);
+      EXPECT_FALSE(std::filesystem::exists(out)) << "nothing at the target before finish()";
+      sink->finish();
+    }
+    std::string msg;
+    EXPECT_TRUE(fx::images_identical(raw, "raw", out, ferry::disk::qemu_format(format), &msg)) << fmt << ": " << msg;
+  }
+}
+
+TEST(Sink, AbandonedSinkLeavesNothingBehind) {
+  fx::TempDir dir;
+  auto out = dir.path() / "out.qcow2";
+  {
+    auto sink = ferry::disk::create_sink(out, ferry::disk::TargetFormat::kQcow2, kSize);
+    std::string block(4096, 'a');
+    sink->write(block.data(), block.size(), 0);
+  }
+  EXPECT_TRUE(std::filesystem::is_empty(dir.path()));
+  std::ofstream(out) << "x";
+  EXPECT_THROW(ferry::disk::create_sink(out, ferry::disk::TargetFormat::kRaw, kSize), ferry::Error);
+}
+
+}  // namespace
