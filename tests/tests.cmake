@@ -1,3 +1,4 @@
 # One test executable per module (unit) and per end-to-end area. ferry_test() is defined in CMakeLists.txt.
+ferry_test(store_test store/store_test.cc)
 ferry_test(disk_test disk/disk_test.cc)
 ferry_test(e2e_formats_test e2e/formats_test.cc e2e/cli.cc)
