@@ -8,7 +8,7 @@ PACKAGES=(
   g++ cmake ninja-build pkg-config
   libssl-dev libzstd-dev libnbd-dev nlohmann-json3-dev libcli11-dev libpugixml-dev
   libgtest-dev libgmock-dev libbenchmark-dev libxml2-utils
-  qemu-utils qemu-system-x86 tar
+  qemu-utils qemu-system-x86 tar python3
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

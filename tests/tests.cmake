@@ -2,3 +2,4 @@
 ferry_test(store_test store/store_test.cc)
 ferry_test(disk_test disk/disk_test.cc)
 ferry_test(e2e_formats_test e2e/formats_test.cc e2e/cli.cc)
+ferry_test(e2e_faults_test e2e/faults_test.cc e2e/cli.cc)

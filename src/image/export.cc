@@ -3,10 +3,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <chrono>
 #include <mutex>
 #include <thread>
 
+#include "common/buffer.h"
 #include "common/error.h"
 #include "common/progress.h"
 
@@ -42,7 +44,7 @@ ExportResult export_snapshot(store::Repository& repo, const store::Snapshot& sna
     threads.emplace_back([&] {
       try {
         auto codec = repo.new_codec();
-        std::unique_ptr<char[]> buf(new char[size_t{cs} * kRunChunks]);
+        AlignedBuffer buf = make_aligned_buffer(size_t{cs} * kRunChunks);
         for (size_t r; !failed && (r = next.fetch_add(1)) < runs.size();) {
           auto [b, e] = runs[r];
           uint64_t len = 0;

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <thread>
 
+#include "common/buffer.h"
 #include "common/error.h"
 #include "common/progress.h"
 #include "common/queue.h"
@@ -24,7 +25,7 @@ bool is_zero(const char* p, size_t len) { return len == 0 || (p[0] == 0 && std::
 struct Batch {
   uint64_t first = 0;  // chunk index
   uint32_t count = 0;
-  std::unique_ptr<char[]> buf;
+  AlignedBuffer buf;
 };
 
 }  // namespace
@@ -48,8 +49,8 @@ Result replicate(disk::Source& source, store::Repository& repo, const Options& o
   auto writer = repo.begin_write();
   // Buffers circulate between the reader and the workers; their number bounds memory.
   const size_t nbuffers = 2 * nthreads + 2;
-  BoundedQueue<std::unique_ptr<char[]>> free_buffers(nbuffers);
-  for (size_t i = 0; i < nbuffers; i++) free_buffers.push(std::unique_ptr<char[]>(new char[per_batch * size_t{cs}]));
+  BoundedQueue<AlignedBuffer> free_buffers(nbuffers);
+  for (size_t i = 0; i < nbuffers; i++) free_buffers.push(make_aligned_buffer(per_batch * size_t{cs}));
   BoundedQueue<Batch> work(nbuffers);
 
   std::mutex mu;

@@ -37,8 +37,13 @@ class Backend {
   virtual std::unique_ptr<ObjectWriter> create(ObjectType type) = 0;
   // Throws kNotFound if absent.
   virtual std::string get(ObjectType type, const std::string& name) = 0;
-  // Reads [offset, offset+length); throws kCorrupt if the object is shorter.
-  virtual std::string get_range(ObjectType type, const std::string& name, uint64_t offset, size_t length) = 0;
+  // Reads [offset, offset+length) into `out`; throws kCorrupt if the object is shorter.
+  virtual void read_range(ObjectType type, const std::string& name, uint64_t offset, size_t length, char* out) = 0;
+  std::string get_range(ObjectType type, const std::string& name, uint64_t offset, size_t length) {
+    std::string s(length, '\0');
+    read_range(type, name, offset, length, s.data());
+    return s;
+  }
   virtual uint64_t size(ObjectType type, const std::string& name) = 0;
   virtual bool exists(ObjectType type, const std::string& name) = 0;
   virtual std::vector<std::string> list(ObjectType type) = 0;

@@ -1,6 +1,7 @@
 // ChunkWriter: deduplicates against the index, seals chunks on the caller's thread and packs them
-// on a background thread. A pack becomes visible only when whole (ObjectWriter::commit), and an
-// index file listing this run's packs is written at commit.
+// on a background thread; a second thread makes finished packs durable (fsync, rename), so writing
+// the next pack never waits for the disk. A pack becomes visible only when whole and synced
+// (ObjectWriter::commit), and an index file listing this run's packs is written at commit().
 #include <atomic>
 #include <exception>
 #include <thread>
@@ -24,11 +25,18 @@ struct Blob {
 };
 }  // namespace
 
+struct FinishedPack {
+  std::unique_ptr<ObjectWriter> file;
+  std::string name;
+  std::vector<PackEntry> entries;
+};
+
 struct ChunkWriter::Impl {
-  explicit Impl(Repository& r) : repo(r), queue(32) {}
+  explicit Impl(Repository& r) : repo(r), queue(32), finished(2) {}
   Repository& repo;
   BoundedQueue<Blob> queue;
-  std::thread thread;
+  BoundedQueue<FinishedPack> finished;
+  std::thread thread, closer;
   std::mutex mu;
   std::unordered_set<ChunkId, ChunkIdHash> pending;
   std::exception_ptr error;
@@ -52,20 +60,45 @@ struct ChunkWriter::Impl {
       }
       if (current) finish_pack();
     } catch (...) {
-      std::lock_guard lock(mu);
-      error = std::current_exception();
-      queue.close();
+      set_error();
       current.reset();  // discards the partial pack
     }
+    finished.close();
+  }
+
+  void set_error() {
+    std::lock_guard lock(mu);
+    if (!error) error = std::current_exception();
+    queue.close();
+    finished.close();
   }
 
   void finish_pack() {
     std::string name = new_object_name();
     current->append(encode_pack_trailer(repo, name, entries));
-    uint64_t size = current->size();
-    current->commit(name);
-    current.reset();
-    bytes_written += size;
+    if (!finished.push(FinishedPack{std::move(current), name, std::move(entries)})) rethrow_if_failed();
+    entries.clear();
+  }
+
+  // The closer thread: fsync and rename each finished pack, then index it.
+  void close_packs() {
+    while (auto pack = finished.pop()) {
+      {
+        std::lock_guard lock(mu);
+        if (error) continue;  // a failed run publishes nothing more; the pack's temporary is discarded
+      }
+      try {
+        uint64_t size = pack->file->size();
+        pack->file->commit(pack->name);
+        bytes_written += size;
+        publish(pack->name, std::move(pack->entries));
+      } catch (...) {
+        set_error();
+      }
+    }
+  }
+
+  void publish(const std::string& name, std::vector<PackEntry> entries) {
     {
       std::unique_lock lock(repo.mu_);
       uint32_t p = repo.add_pack_locked(name);
@@ -76,7 +109,6 @@ struct ChunkWriter::Impl {
       for (auto& e : entries) pending.erase(e.id);
       written.push_back({name, std::move(entries)});
     }
-    entries.clear();
     fault_point("pack");
   }
 
@@ -90,11 +122,13 @@ struct ChunkWriter::Impl {
     closed = true;
     queue.close();
     if (thread.joinable()) thread.join();
+    if (closer.joinable()) closer.join();
   }
 };
 
 ChunkWriter::ChunkWriter(Repository& repo) : impl_(std::make_unique<Impl>(repo)) {
   impl_->thread = std::thread([this] { impl_->run(); });
+  impl_->closer = std::thread([this] { impl_->close_packs(); });
 }
 
 ChunkWriter::~ChunkWriter() {

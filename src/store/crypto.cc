@@ -9,6 +9,7 @@
 
 #include <cstring>
 
+#include "common/buffer.h"
 #include "common/error.h"
 
 namespace ferry::store {
@@ -104,7 +105,17 @@ struct Codec::Impl {
   ZSTD_CCtx* cctx = ZSTD_createCCtx();
   ZSTD_DCtx* dctx = ZSTD_createDCtx();
   std::string comp_buf, box_plain;
+  AlignedBuffer scratch;
+  size_t scratch_size = 0;
 };
+
+char* codec_scratch(Codec::Impl& codec, size_t n) {
+  if (codec.scratch_size < n) {
+    codec.scratch = make_aligned_buffer(n);
+    codec.scratch_size = n;
+  }
+  return codec.scratch.get();
+}
 
 Codec::Impl::~Impl() {
   EVP_MAC_CTX_free(mac_template);

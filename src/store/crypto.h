@@ -31,6 +31,8 @@ std::string sha256(std::string_view data);
 
 enum class Compression : uint8_t { kNone = 0, kZstd = 1 };
 
+// A page-aligned per-codec scratch buffer of at least n bytes (for reading blobs).
+char* codec_scratch(Codec::Impl& codec, size_t n);
 std::unique_ptr<Codec::Impl> make_codec(const DataKeys& keys, int zstd_level);
 // Compresses (when it pays) and encrypts a chunk; the box's AAD is 'C' || chunk id.
 std::string seal_chunk(Codec::Impl& codec, const ChunkId& id, const void* data, size_t len, Compression* compression);

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <unordered_set>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -154,21 +155,45 @@ void Repository::load_index() {
       if (!inserted && it->second.pack != p) duplicates_.emplace_back(e.id, loc);
     }
   };
+  // Listings from the index files, in a stable order.
+  std::vector<std::pair<std::string, std::vector<PackEntry>>> listed;
   auto index_names = backend_->list(ObjectType::kIndex);
   std::sort(index_names.begin(), index_names.end());
   for (auto& name : index_names) {
     std::string what = "index '" + name + "'";
     try {
-      auto listings = decode_index(unseal_object('I', name, backend_->get(ObjectType::kIndex, name), what), what);
-      for (auto& l : listings) add_listing(l.pack, l.entries);
+      for (auto& l : decode_index(unseal_object('I', name, backend_->get(ObjectType::kIndex, name), what), what))
+        listed.emplace_back(std::move(l.pack), std::move(l.entries));
     } catch (const Error& e) {
       unreadable_indexes_.emplace_back(name, e.what());
     }
   }
-  auto pack_names = backend_->list(ObjectType::kPack);
-  std::sort(pack_names.begin(), pack_names.end());
-  for (auto& name : pack_names) {
-    if (pack_numbers_.count(name)) continue;
+  auto on_disk = backend_->list(ObjectType::kPack);
+  std::unordered_set<std::string> present(on_disk.begin(), on_disk.end()), seen, damaged;
+  // A listed pack that is missing or shorter than its listing (a truncated upload) must not be used for
+  // deduplication: its chunks are dropped from the index, so the next run stores them again.
+  for (auto& [pack, entries] : listed) {
+    if (!seen.insert(pack).second || damaged.count(pack)) continue;
+    uint64_t need = 0;
+    for (auto& e : entries) need = std::max<uint64_t>(need, uint64_t{e.offset} + e.stored_len);
+    std::string why;
+    if (!present.count(pack)) {
+      why = "pack '" + pack + "' is listed in the index but missing from the store";
+    } else {
+      uint64_t size = backend_->size(ObjectType::kPack, pack);
+      if (size < need + kPackTrailerSize + kBoxOverhead)
+        why = "pack '" + pack + "' is truncated (" + std::to_string(size) + " bytes, its index needs more than " + std::to_string(need) + ")";
+    }
+    if (!why.empty()) {
+      damaged.insert(pack);
+      unreadable_.emplace_back(pack, why);
+    }
+  }
+  for (auto& [pack, entries] : listed)
+    if (!damaged.count(pack)) add_listing(pack, entries);
+  std::sort(on_disk.begin(), on_disk.end());
+  for (auto& name : on_disk) {
+    if (seen.count(name)) continue;
     try {
       add_listing(name, read_pack_header(*this, *backend_, name));
       unindexed_.push_back(name);
@@ -225,8 +250,9 @@ void Repository::read_chunk(Codec& codec, const ChunkId& id, char* out, uint32_t
   if (loc->raw_len != expected_len)
     fail(ErrorKind::kCorrupt, "chunk " + id.hex() + " in pack '" + pack + "' has length " + std::to_string(loc->raw_len) + ", expected " +
                                   std::to_string(expected_len));
-  std::string box = backend_->get_range(ObjectType::kPack, pack, loc->offset, loc->stored_len);
-  open_chunk(*codec.impl_, id, box, static_cast<Compression>(loc->compression), loc->raw_len, out,
+  char* box = codec_scratch(*codec.impl_, loc->stored_len);
+  backend_->read_range(ObjectType::kPack, pack, loc->offset, loc->stored_len, box);
+  open_chunk(*codec.impl_, id, std::string_view(box, loc->stored_len), static_cast<Compression>(loc->compression), loc->raw_len, out,
              "pack '" + pack + "' at offset " + std::to_string(loc->offset));
 }
 
