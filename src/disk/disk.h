@@ -68,6 +68,9 @@ std::string qemu_format(TargetFormat format);
 class Sink {
  public:
   virtual ~Sink() = default;  // without finish(): removes the partial image
+  // Announces, before any write, every byte range that will be written (sorted, not overlapping);
+  // formats laid out up front (qcow2) need it, others ignore it. Writes outside the plan are errors.
+  virtual void plan(const std::vector<std::pair<uint64_t, uint64_t>>& data_ranges) { (void)data_ranges; }
   virtual void write(const void* buf, size_t len, uint64_t offset) = 0;
   // Flushes, makes durable and moves the image to its target path.
   virtual void finish() = 0;

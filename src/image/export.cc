@@ -28,6 +28,13 @@ ExportResult export_snapshot(store::Repository& repo, const store::Snapshot& sna
     runs.emplace_back(i, j);
     i = j;
   }
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  for (auto& [index, id] : snap.chunks) {
+    uint64_t off = index * cs, len = snap.chunk_length(index);
+    if (!ranges.empty() && ranges.back().first + ranges.back().second == off) ranges.back().second += len;
+    else ranges.emplace_back(off, len);
+  }
+  sink.plan(ranges);
   if (options.progress) {
     uint64_t data = 0;
     for (auto& [index, id] : snap.chunks) data += snap.chunk_length(index);

@@ -181,22 +181,79 @@ TEST(Sink, EveryTargetFormatReadsBackIdentical) {
     auto out = dir.path() / ("out." + fmt);
     {
       auto sink = ferry::disk::create_sink(out, format, kSize);
+      std::vector<std::pair<uint64_t, uint64_t>> ranges;
       for (uint64_t off = 0; off < kSize; off += fx::kMiB)
-        if (data.find_first_not_of('\0', off) < off + fx::kMiB) sink->write(data.data() + off, fx::kMiB, off);
+        if (data.find_first_not_of('\0', off) < off + fx::kMiB) ranges.emplace_back(off, fx::kMiB);
+      sink->plan(ranges);
+      for (auto& [off, len] : ranges) sink->write(data.data() + off, len, off);
       EXPECT_FALSE(std::filesystem::exists(out)) << "nothing at the target before finish()";
       sink->finish();
     }
     std::string msg;
     EXPECT_TRUE(fx::images_identical(raw, "raw", out, ferry::disk::qemu_format(format), &msg)) << fmt << ": " << msg;
+    if (fmt == "qcow2" || fmt == "vmdk" || fmt == "vhdx" || fmt == "vdi") {
+      std::string check;
+      EXPECT_EQ(fx::run({"qemu-img", "check", "-f", ferry::disk::qemu_format(format), out.string()}, &check), 0) << fmt << ": " << check;
+    }
   }
+}
+
+// The direct qcow2 writer across its layout's edges: L2 table boundaries (512 MiB), a size that is not a
+// multiple of the cluster, data in the last cluster, unaligned ranges, and an image with no data at all.
+TEST(Sink, Qcow2LayoutEdgesPassQemuCheckAndCompare) {
+  fx::TempDir dir;
+  const uint64_t size = 1536 * fx::kMiB + 4096 * 3;
+  auto raw = dir.path() / "sparse.raw";
+  {
+    std::ofstream f(raw, std::ios::binary);
+  }
+  std::filesystem::resize_file(raw, size);
+  std::vector<std::pair<uint64_t, uint64_t>> ranges = {{0, 512},           {511 * fx::kMiB + 1000, 2 * fx::kMiB},
+                                                       {1024 * fx::kMiB, 65536}, {1030 * fx::kMiB + 7, 100000},
+                                                       {size - 5000, 5000}};
+  std::string pattern;
+  for (auto& [off, len] : ranges) {
+    pattern.resize(len);
+    for (size_t i = 0; i < len; i++) pattern[i] = static_cast<char>((off + i) * 2654435761u >> 13);
+    std::fstream f(raw, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(off));
+    f.write(pattern.data(), static_cast<std::streamsize>(len));
+  }
+  auto out = dir.path() / "edges.qcow2";
+  {
+    auto sink = ferry::disk::create_sink(out, ferry::disk::TargetFormat::kQcow2, size);
+    sink->plan(ranges);
+    std::string data = fx::read_file(raw);
+    for (auto& [off, len] : ranges) sink->write(data.data() + off, len, off);
+    sink->finish();
+  }
+  std::string msg;
+  EXPECT_TRUE(fx::images_identical(raw, "raw", out, "qcow2", &msg)) << msg;
+  EXPECT_EQ(fx::run({"qemu-img", "check", "-f", "qcow2", out.string()}, &msg), 0) << msg;
+  EXPECT_EQ(fx::image_info(out, "qcow2").value("virtual-size", 0ull), size);
+
+  auto empty = dir.path() / "empty.qcow2";
+  {
+    auto sink = ferry::disk::create_sink(empty, ferry::disk::TargetFormat::kQcow2, size);
+    sink->plan({});
+    sink->finish();
+  }
+  EXPECT_EQ(fx::run({"qemu-img", "check", "-f", "qcow2", empty.string()}, &msg), 0) << msg;
+  auto zeros = dir.path() / "zeros.raw";
+  {
+    std::ofstream f(zeros, std::ios::binary);
+  }
+  std::filesystem::resize_file(zeros, size);
+  EXPECT_TRUE(fx::images_identical(zeros, "raw", empty, "qcow2", &msg)) << msg;
 }
 
 TEST(Sink, AbandonedSinkLeavesNothingBehind) {
   fx::TempDir dir;
-  auto out = dir.path() / "out.qcow2";
-  {
-    auto sink = ferry::disk::create_sink(out, ferry::disk::TargetFormat::kQcow2, kSize);
+  auto out = dir.path() / "out.img";
+  for (auto format : {ferry::disk::TargetFormat::kQcow2, ferry::disk::TargetFormat::kVmdk, ferry::disk::TargetFormat::kRaw}) {
+    auto sink = ferry::disk::create_sink(out, format, kSize);
     std::string block(4096, 'a');
+    sink->plan({{0, block.size()}});
     sink->write(block.data(), block.size(), 0);
   }
   EXPECT_TRUE(std::filesystem::is_empty(dir.path()));
