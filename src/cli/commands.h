@@ -15,6 +15,7 @@ struct InitArgs {
   bool encrypt = false;
   std::string key_id;
   uint32_t chunk_size = 64 * 1024;
+  int compression_level = -3;
 };
 int store_init(const Common& c, const InitArgs& a);
 int store_check(const Common& c, bool read_data);

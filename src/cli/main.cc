@@ -20,6 +20,7 @@ void add_init_options(CLI::App* cmd, InitArgs& a) {
   cmd->add_flag("--encrypt", a.encrypt, "Wrap the store's data key with a master key");
   cmd->add_option("--key-id", a.key_id, "Master key id (created in the keyring if missing)");
   cmd->add_option("--chunk-size", a.chunk_size, "Chunk size in bytes (power of two, 4 KiB - 8 MiB)")->capture_default_str();
+  cmd->add_option("--compression-level", a.compression_level, "zstd level, -5 (fastest) to 19 (smallest)")->capture_default_str();
 }
 
 }  // namespace

@@ -74,20 +74,25 @@ json snapshot_json(const store::Snapshot& s, bool with_chunks) {
   return j;
 }
 
-void do_init(const Common& c, const InitArgs& a) {
+// Creates the store; with `if_missing`, a store that another process created meanwhile is accepted.
+void do_init(const Common& c, const InitArgs& a, bool if_missing = false) {
   store::Keyring keyring = keyring_of(c);
   if (a.encrypt && a.key_id.empty()) fail(ErrorKind::kInvalidArgument, "--encrypt needs --key-id: the master key that wraps the store's data key");
   if (!a.encrypt && !a.key_id.empty()) fail(ErrorKind::kInvalidArgument, "--key-id is only meaningful with --encrypt");
+  if (a.encrypt) store::Keyring::validate_key_id(a.key_id);
+  auto backend = store::open_local_backend(c.store, true);
+  auto lock = backend->lock(Backend::LockKind::kWrite, "init");  // two first runs must not both create keys
+  if (if_missing && backend->exists(store::ObjectType::kConfig, "config")) return;
   if (a.encrypt && !keyring.has(a.key_id)) {
     keyring.create(a.key_id);
     std::cerr << "ferry: created master key '" << a.key_id << "' in " << keyring.dir().string()
               << " (back it up: without it the store cannot be read)\n";
   }
-  auto backend = store::open_local_backend(c.store, true);
   store::InitOptions o;
   o.encrypt = a.encrypt;
   o.key_id = a.key_id;
   o.chunk_size = a.chunk_size;
+  o.zstd_level = a.compression_level;
   store::Repository::init(*backend, o, keyring);
 }
 
@@ -109,7 +114,7 @@ int replicate(const Common& c, const ReplicateArgs& a) {
   oo.format = a.format;
   auto source = disk::open_source(a.disk, oo);
   if (!std::filesystem::exists(std::filesystem::path(c.store) / "config")) {
-    do_init(c, a.init);
+    do_init(c, a.init, true);
     if (!c.json) std::cerr << "ferry: created store " << c.store << "\n";
   }
   OpenStore s = open_store(c, Backend::LockKind::kWrite, "replicate");

@@ -48,7 +48,8 @@ CheckReport check(Repository& repo, bool read_data, Progress* progress) {
       for (auto& e : header) by_id.emplace(e.id, e);
       for (auto& [id, loc] : contents.entries) {
         auto it = by_id.find(id);
-        if (it == by_id.end() || it->second.offset != loc.offset || it->second.stored_len != loc.stored_len) {
+        if (it == by_id.end() || it->second.offset != loc.offset || it->second.stored_len != loc.stored_len ||
+            it->second.raw_len != loc.raw_len || it->second.compression != loc.compression) {
           r.errors.push_back("pack '" + name + "': the index lists chunk " + id.hex() + " but the pack header disagrees");
           bad.insert(id);
         }

@@ -37,6 +37,8 @@ json parse_json(const std::string& text, const std::string& what) {
 void Repository::init(Backend& backend, const InitOptions& options, const Keyring& keyring) {
   if (backend.exists(ObjectType::kConfig, "config"))
     fail(ErrorKind::kInvalidArgument, "a ferry store already exists at '" + backend.location() + "'");
+  if (options.zstd_level < -5 || options.zstd_level > 19)
+    fail(ErrorKind::kInvalidArgument, "compression level must be between -5 (fastest) and 19 (smallest)");
   if (options.chunk_size < 4096 || options.chunk_size > (8u << 20) || (options.chunk_size & (options.chunk_size - 1)))
     fail(ErrorKind::kInvalidArgument, "chunk size must be a power of two between 4 KiB and 8 MiB");
   uint8_t raw_id[16];

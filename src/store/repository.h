@@ -66,7 +66,7 @@ class Keyring {
 struct InitOptions {
   uint32_t chunk_size = 64 * 1024;  // see docs/architecture.md for the measurement behind it
   uint32_t pack_size = 16 * 1024 * 1024;
-  int zstd_level = 1;
+  int zstd_level = -3;  // zstd's fast mode: 27% less CPU than level 1 for 8% more bytes (docs/architecture.md)
   bool encrypt = false;
   std::string key_id;  // required with encrypt
 };
