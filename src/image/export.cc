@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <cstdlib>
 #include <chrono>
 #include <mutex>
@@ -13,6 +14,40 @@
 #include "common/progress.h"
 
 namespace ferry::image {
+
+namespace {
+
+// The last chunks a worker decoded, direct-mapped by id: a disk's repeated blocks (the same file in many
+// places, filler patterns) are then read, authenticated and decompressed once per worker, not every time.
+class RecentChunks {
+ public:
+  explicit RecentChunks(uint32_t chunk_size) : chunk_size_(chunk_size), data_(make_aligned_buffer(size_t{chunk_size} * kSlots)) {}
+  bool copy(const store::ChunkId& id, uint32_t len, char* out) const {
+    const Slot& s = slots_[slot(id)];
+    if (!s.used || !(s.id == id) || s.len != len) return false;
+    std::memcpy(out, data_.get() + size_t{slot(id)} * chunk_size_, len);
+    return true;
+  }
+  void remember(const store::ChunkId& id, uint32_t len, const char* data) {
+    size_t i = slot(id);
+    slots_[i] = {id, len, true};
+    std::memcpy(data_.get() + i * chunk_size_, data, len);
+  }
+
+ private:
+  static constexpr size_t kSlots = 64;
+  static size_t slot(const store::ChunkId& id) { return id.bytes[0] % kSlots; }
+  struct Slot {
+    store::ChunkId id;
+    uint32_t len = 0;
+    bool used = false;
+  };
+  uint32_t chunk_size_;
+  AlignedBuffer data_;
+  Slot slots_[kSlots];
+};
+
+}  // namespace
 
 ExportResult export_snapshot(store::Repository& repo, const store::Snapshot& snap, disk::Sink& sink, const ExportOptions& options) {
   auto started = std::chrono::steady_clock::now();
@@ -52,12 +87,17 @@ ExportResult export_snapshot(store::Repository& repo, const store::Snapshot& sna
       try {
         auto codec = repo.new_codec();
         AlignedBuffer buf = make_aligned_buffer(size_t{cs} * kRunChunks);
+        RecentChunks recent(cs);
         for (size_t r; !failed && (r = next.fetch_add(1)) < runs.size();) {
           auto [b, e] = runs[r];
           uint64_t len = 0;
           for (size_t k = b; k < e; k++) {
             uint32_t clen = snap.chunk_length(snap.chunks[k].first);
-            repo.read_chunk(*codec, snap.chunks[k].second, buf.get() + len, clen);
+            const store::ChunkId& id = snap.chunks[k].second;
+            if (!recent.copy(id, clen, buf.get() + len)) {
+              repo.read_chunk(*codec, id, buf.get() + len, clen);
+              recent.remember(id, clen, buf.get() + len);
+            }
             len += clen;
           }
           sink.write(buf.get(), len, snap.chunks[b].first * cs);
