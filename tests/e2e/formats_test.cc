@@ -171,3 +171,25 @@ TEST(Boot, BootableDiskSurvivesReplicationAndExport) {
 }
 
 }  // namespace
+
+namespace {
+
+// A physical server's disk: a block device, read directly (BLKGETSIZE64, pread), no qemu in between.
+TEST(Replicate, BlockDeviceReplicatesAndExportsIdentical) {
+  Env env;
+  auto raw = env.dir().path() / "physical.raw";
+  fx::make_raw_disk(raw, 32 * fx::kMiB, 17);
+  std::string out;
+  ASSERT_EQ(fx::run({"losetup", "--find", "--show", "--read-only", raw.string()}, &out), 0) << out;
+  std::string dev = out.substr(0, out.find('\n'));
+  struct Detach {
+    std::string dev;
+    ~Detach() { fx::run({"losetup", "--detach", dev}); }
+  } detach{dev};
+  auto j = env.replicate(dev);
+  EXPECT_EQ(j.value("size", 0ull), 32 * fx::kMiB);
+  EXPECT_EQ(j.value("source_format", ""), "raw");
+  env.expect_export_identical(j.value("snapshot", ""), raw, "qcow2", "qcow2");
+}
+
+}  // namespace
