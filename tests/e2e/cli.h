@@ -18,6 +18,11 @@ struct CliResult {
 // Runs FERRY_BINARY with `args` and extra environment `env` (e.g. FERRY_KEYRING, FERRY_FAULT).
 CliResult ferry(const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {});
 
+// Starts FERRY_BINARY without waiting; stdout/stderr go to the given descriptors (-1: /dev/null).
+// FERRY_FAULT is passed only if `env` sets it. Throws if it cannot start.
+int spawn_ferry(const std::vector<std::string>& args, const std::map<std::string, std::string>& env, int out_fd = -1,
+                int err_fd = -1);
+
 // Every file under `dir` with its size and content hash, for "the store is unchanged" assertions.
 std::map<std::string, std::string> tree_fingerprint(const std::filesystem::path& dir);
 

@@ -130,34 +130,7 @@ void expect_export_identical(const fs::path& store, const Env& env, const std::s
   fs::remove(out);
 }
 
-// Starts ferry without waiting for it; its output is discarded.
-pid_t spawn_ferry(const std::vector<std::string>& args, const Env& env) {
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-  std::vector<std::string> argv_s = {FERRY_BINARY};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : argv_s) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::vector<std::string> env_s;
-  for (char** e = environ; *e; e++) {
-    std::string kv = *e;
-    std::string key = kv.substr(0, kv.find('='));
-    if (!env.count(key) && key != "FERRY_FAULT") env_s.push_back(kv);
-  }
-  for (auto& [k, v] : env) env_s.push_back(k + "=" + v);
-  std::vector<char*> envp;
-  for (auto& e : env_s) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  pid_t pid = -1;
-  int rc = posix_spawn(&pid, FERRY_BINARY, &fa, nullptr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&fa);
-  if (rc != 0) throw std::runtime_error("cannot start " FERRY_BINARY);
-  return pid;
-}
+pid_t spawn_ferry(const std::vector<std::string>& args, const Env& env) { return e2e::spawn_ferry(args, env); }
 
 // Sends SIGKILL to `pid` after `delay` and returns its exit code (128 + signal if killed).
 int kill_after(pid_t pid, std::chrono::microseconds delay) {
