@@ -168,11 +168,7 @@ void ChunkWriter::commit() {
   std::vector<PackListing> listings = impl_->written;
   for (auto& name : repo.unindexed_packs()) listings.push_back({name, read_pack_header(repo, repo.backend(), name)});
   if (!listings.empty()) {
-    std::string name = new_object_name();
-    std::string data = repo.seal_object('I', name, encode_index(listings));
-    fault_point("index");
-    repo.backend().put(ObjectType::kIndex, name, data);
-    impl_->bytes_written += data.size();
+    impl_->bytes_written += write_index_files(repo, repo.backend(), listings);
     std::unique_lock lock(repo.mu_);
     repo.unindexed_.clear();
   }

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/fault.h"
 #include "common/hex.h"
 #include "store/crypto.h"
 
@@ -114,6 +115,42 @@ std::vector<PackListing> decode_index(std::string_view compressed, const std::st
   }
   if (!r.done()) fail(ErrorKind::kCorrupt, what + ": trailing bytes");
   return packs;
+}
+
+namespace {
+template <typename Fn>
+void for_each_index_group(const std::vector<PackListing>& packs, Fn fn) {
+  std::vector<PackListing> group;
+  size_t entries = 0;
+  for (auto& p : packs) {
+    if (!group.empty() && entries + p.entries.size() > kMaxIndexEntries) {
+      fn(group);
+      group.clear();
+      entries = 0;
+    }
+    group.push_back(p);
+    entries += p.entries.size();
+  }
+  if (!group.empty()) fn(group);
+}
+}  // namespace
+
+size_t index_file_count(const std::vector<PackListing>& packs) {
+  size_t n = 0;
+  for_each_index_group(packs, [&](const std::vector<PackListing>&) { n++; });
+  return n;
+}
+
+uint64_t write_index_files(const Repository& repo, Backend& backend, const std::vector<PackListing>& packs) {
+  uint64_t bytes = 0;
+  for_each_index_group(packs, [&](const std::vector<PackListing>& group) {
+    std::string name = new_object_name();
+    std::string data = repo.seal_object('I', name, encode_index(group));
+    fault_point("index");
+    backend.put(ObjectType::kIndex, name, data);
+    bytes += data.size();
+  });
+  return bytes;
 }
 
 std::string encode_snapshot(const Snapshot& s) {

@@ -45,4 +45,11 @@ Snapshot decode_snapshot(std::string_view plaintext, const std::string& id);
 
 std::string new_object_name();  // 64 random hex digits
 
+// Index files hold at most this many entries (~190 MB of plaintext), well inside what readers accept.
+inline constexpr size_t kMaxIndexEntries = size_t{4} << 20;
+// How many index files write_index_files() makes for `packs`.
+size_t index_file_count(const std::vector<PackListing>& packs);
+// Writes `packs` as one or more sealed index files; returns the bytes written.
+uint64_t write_index_files(const Repository& repo, Backend& backend, const std::vector<PackListing>& packs);
+
 }  // namespace ferry::store

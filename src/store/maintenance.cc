@@ -209,9 +209,8 @@ PruneReport prune(Repository& repo) {
   }
   flush();
   // Order matters for crash safety: the new index is durable before any old index or pack goes.
-  if (!obsolete.empty() || old_indexes.size() != 1 || !repo.unindexed_packs().empty()) {
-    std::string index_name = new_object_name();
-    backend.put(ObjectType::kIndex, index_name, repo.seal_object('I', index_name, encode_index(keep)));
+  if (!obsolete.empty() || old_indexes.size() != index_file_count(keep) || !repo.unindexed_packs().empty()) {
+    write_index_files(repo, backend, keep);
     for (auto& name : old_indexes) backend.remove(ObjectType::kIndex, name);
     for (auto& name : obsolete) backend.remove(ObjectType::kPack, name);
   }
