@@ -8,7 +8,8 @@
 //    (base:allocation) reports zero and unallocated ranges so they are neither read nor stored.
 // A Sink writes a new disk of a given format, crash-safely: nothing appears at the target path until
 // finish() has made the whole image durable.
-// Thread safety: a Source is used by one thread at a time; Sink::write may be called concurrently.
+// Thread safety: Source::read and Sink::write may be called concurrently (replication keeps several reads
+// in flight); the other methods are called from one thread at a time.
 #pragma once
 
 #include <cstdint>

@@ -3,6 +3,7 @@
 #include <libnbd.h>
 
 #include <algorithm>
+#include <mutex>
 
 #include "common/error.h"
 #include "disk/internal.h"
@@ -81,15 +82,34 @@ class NbdSource : public Source {
     return out;
   }
 
+  // Issues the read as several requests at once so qemu-nbd works on them in parallel, then waits for
+  // all. One caller at a time drives the handle (two threads polling one handle could miss replies).
   void read(void* buf, size_t len, uint64_t offset) override {
+    std::lock_guard lock(mu_);
+    constexpr size_t kPiece = 256 * 1024;
     auto* p = static_cast<char*>(buf);
-    while (len > 0) {
-      size_t n = std::min<size_t>(len, 32u << 20);
-      check(nbd_pread(h_, p, n, offset, 0), "read at offset " + std::to_string(offset));
-      p += n;
-      len -= n;
-      offset += n;
+    std::vector<int64_t> cookies;
+    for (size_t done = 0; done < len; done += kPiece) {
+      size_t n = std::min(kPiece, len - done);
+      int64_t cookie = nbd_aio_pread(h_, p + done, n, offset + done, NBD_NULL_COMPLETION, 0);
+      if (cookie == -1) check(-1, "read at offset " + std::to_string(offset + done));
+      cookies.push_back(cookie);
     }
+    // Every request is waited for, even after one fails: they all write into `buf`.
+    std::string error;
+    for (int64_t cookie : cookies) {
+      int r;
+      while ((r = nbd_aio_command_completed(h_, cookie)) == 0) {
+        if (nbd_poll(h_, -1) == -1) {
+          r = -1;
+          break;
+        }
+      }
+      if (r == -1 && error.empty()) error = nbd_get_error() ? nbd_get_error() : "unknown error";
+      if (r == -1 && !nbd_aio_is_ready(h_) && !nbd_aio_is_processing(h_)) break;  // connection gone: nothing more will land
+    }
+    if (!error.empty())
+      fail(ErrorKind::kCorrupt, "disk '" + info_.path + "': read at offset " + std::to_string(offset) + " failed: " + error);
   }
 
  private:
@@ -103,6 +123,7 @@ class NbdSource : public Source {
   DiskInfo info_;
   nbd_handle* h_ = nullptr;
   bool has_status_ = false;
+  std::mutex mu_;
 };
 
 }  // namespace

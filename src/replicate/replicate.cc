@@ -22,6 +22,13 @@ constexpr uint32_t kBatchBytes = 1u << 20;
 
 bool is_zero(const char* p, size_t len) { return len == 0 || (p[0] == 0 && std::memcmp(p, p + 1, len - 1) == 0); }
 
+constexpr unsigned kReaders = 2;
+
+struct ReadJob {
+  uint64_t first = 0;  // chunk index
+  uint32_t count = 0;
+};
+
 struct Batch {
   uint64_t first = 0;  // chunk index
   uint32_t count = 0;
@@ -52,6 +59,7 @@ Result replicate(disk::Source& source, store::Repository& repo, const Options& o
   BoundedQueue<AlignedBuffer> free_buffers(nbuffers);
   for (size_t i = 0; i < nbuffers; i++) free_buffers.push(make_aligned_buffer(per_batch * size_t{cs}));
   BoundedQueue<Batch> work(nbuffers);
+  BoundedQueue<ReadJob> reads(nbuffers);
 
   std::mutex mu;
   std::exception_ptr error;
@@ -63,6 +71,7 @@ Result replicate(disk::Source& source, store::Repository& repo, const Options& o
     std::lock_guard lock(mu);
     if (!error) error = std::current_exception();
     failed = true;
+    reads.close();
     work.close();
     free_buffers.close();
   };
@@ -83,6 +92,27 @@ Result replicate(disk::Source& source, store::Repository& repo, const Options& o
             if (writer->add(*codec, id, data, len)) chunks_new++;
           }
           free_buffers.push(std::move(batch->buf));
+        }
+      } catch (...) {
+        record_error();
+      }
+    });
+  }
+
+  // Readers: several reads in flight hide the round trip to qemu-nbd (Source::read is thread-safe).
+  std::vector<std::thread> readers;
+  for (unsigned t = 0; t < kReaders; t++) {
+    readers.emplace_back([&] {
+      try {
+        while (auto job = reads.pop()) {
+          auto buf = free_buffers.pop();
+          if (!buf) break;
+          uint64_t off = job->first * cs, len = std::min<uint64_t>((job->first + job->count) * cs, size) - off;
+          source.read(buf->get(), len, off);
+          bytes_read += len;
+          // Progress counts data bytes here; zero ranges inside a partially-data chunk were counted with the extents.
+          if (!work.push(Batch{job->first, job->count, std::move(*buf)})) break;
+          if (options.progress) options.progress->add(len);
         }
       } catch (...) {
         record_error();
@@ -113,20 +143,15 @@ Result replicate(disk::Source& source, store::Repository& repo, const Options& o
         }
         uint64_t end = c;
         while (end < last && end - c < per_batch && data_chunk[end - first]) end++;
-        auto buf = free_buffers.pop();
-        if (!buf) break;
-        uint64_t off = c * cs, len = std::min<uint64_t>(end * cs, size) - off;
-        source.read(buf->get(), len, off);
-        bytes_read += len;
-        // Progress counts data bytes here; zero ranges inside a partially-data chunk were counted above.
-        if (!work.push(Batch{c, static_cast<uint32_t>(end - c), std::move(*buf)})) break;
-        if (options.progress) options.progress->add(len);
+        if (!reads.push(ReadJob{c, static_cast<uint32_t>(end - c)})) break;
         c = end;
       }
     }
   } catch (...) {
     record_error();
   }
+  reads.close();
+  for (auto& r : readers) r.join();
   work.close();
   for (auto& w : workers) w.join();
   if (error) std::rethrow_exception(error);  // `writer` is destroyed uncommitted: its packs are removed
