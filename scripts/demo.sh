@@ -29,9 +29,10 @@ step "2. First replication (full), encrypted with master key 'demo'"
 $FERRY replicate "$disk" --name web01-disk1 --encrypt --key-id demo
 
 step "3. The VM keeps running: 8 MiB of its disk change"
-head -c 4M /dev/urandom > "$OUT/change.bin"
-qemu-io -f vmdk -c "write -s $OUT/change.bin 70M 4M" -c "write -s $OUT/change.bin 530M 4M" "$disk" >/dev/null
-rm -f "$OUT/change.bin"
+head -c 4M /dev/urandom > "$OUT/change1.bin"
+head -c 4M /dev/urandom > "$OUT/change2.bin"
+qemu-io -f vmdk -c "write -s $OUT/change1.bin 70M 4M" -c "write -s $OUT/change2.bin 530M 4M" "$disk" >/dev/null
+rm -f "$OUT"/change?.bin
 
 step "4. Second replication (incremental: reads the disk, stores only what changed)"
 $FERRY replicate "$disk" --name web01-disk1
