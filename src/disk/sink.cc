@@ -88,6 +88,8 @@ class NbdSink : public Sink {
 
 std::unique_ptr<Sink> create_sink(const std::filesystem::path& path, TargetFormat format, uint64_t size) {
   if (std::filesystem::exists(path)) fail(ErrorKind::kInvalidArgument, "'" + path.string() + "' already exists; not overwriting it");
+  auto dir = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
+  if (!std::filesystem::is_directory(dir)) fail(ErrorKind::kNotFound, "cannot write '" + path.string() + "': directory '" + dir.string() + "' does not exist");
   if (format != TargetFormat::kRaw && size % 512)
     fail(ErrorKind::kUnsupported, to_string(format) + " images need a size that is a multiple of 512 bytes (disk is " + std::to_string(size) + ")");
   if (format == TargetFormat::kRaw) return std::make_unique<RawSink>(path, size);
