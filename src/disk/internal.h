@@ -35,10 +35,14 @@ std::string json_filename_for_member(const std::filesystem::path& file, const st
 
 // `qemu-img info` (and `qemu-img check` where the format has it) on `filename`; fills info.
 // `format` empty means the filename is a json: pseudo-filename or the format is to be probed.
-void probe_with_qemu(const std::string& filename, const std::string& format, DiskInfo& info);
+// Returns true if the image keeps all its data in the one file (no external data file or extents).
+bool probe_with_qemu(const std::string& filename, const std::string& format, DiskInfo& info);
 
 std::unique_ptr<Source> open_raw_source(const std::filesystem::path& path, DiskInfo info);
 std::unique_ptr<Source> open_nbd_source(const std::string& filename, const std::string& format, DiskInfo info);
+// Reads data straight from the image file where `qemu-img map` gives its place, else from `fallback`.
+// Only for single-file images whose extents qemu maps into the image file itself.
+std::unique_ptr<Source> open_mapped_source(const std::filesystem::path& path, const std::string& format, std::unique_ptr<Source> fallback);
 
 // Writes into a temporary file next to the target, starts write-back as it goes (so the final fsync has
 // little left to do), and renames into place when finish() has made the file durable.

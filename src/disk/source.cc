@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -64,7 +65,8 @@ std::string vhd_subformat(const std::string& path) {
 
 }  // namespace
 
-void probe_with_qemu(const std::string& filename, const std::string& format, DiskInfo& info) {
+bool probe_with_qemu(const std::string& filename, const std::string& format, DiskInfo& info) {
+  bool single_file = false;
   std::vector<std::string> argv = {"qemu-img", "info", "--output=json"};
   if (!format.empty()) argv.insert(argv.end(), {"-f", format});
   argv.push_back(filename);
@@ -84,6 +86,9 @@ void probe_with_qemu(const std::string& filename, const std::string& format, Dis
     info.format = j.at("format");
     info.virtual_size = j.at("virtual-size");
     if (j.contains("format-specific") && info.format == "vmdk") info.subformat = j["format-specific"]["data"].value("create-type", "");
+    bool data_file = j.contains("format-specific") && j["format-specific"].contains("data") && j["format-specific"]["data"].contains("data-file");
+    single_file = (info.format == "qcow2" && !data_file) || (info.format == "vmdk" && info.subformat == "monolithicSparse") ||
+                  info.format == "vpc" || info.format == "vhdx" || info.format == "vdi";
     if (j.contains("backing-filename"))
       fail(ErrorKind::kUnsupported, "disk '" + info.path + "' has a backing file ('" + j["backing-filename"].get<std::string>() +
                                         "'); replicate the chain's top image after flattening it with 'qemu-img convert'");
@@ -112,6 +117,7 @@ void probe_with_qemu(const std::string& filename, const std::string& format, Dis
       fail(ErrorKind::kCorrupt, "disk '" + info.path + "': " + why);
     }
   }
+  return single_file;
 }
 
 std::unique_ptr<Source> open_source(const std::string& spec, const OpenOptions& options) {
@@ -145,11 +151,14 @@ std::unique_ptr<Source> open_source(const std::string& spec, const OpenOptions& 
     probe_with_qemu(filename, "", info);
     return open_nbd_source(filename, "", info);
   }
-  if (format.empty()) probe_with_qemu(path, "", info);
-  else if (format != "raw") probe_with_qemu(path, format, info);
+  bool single_file = false;
+  if (format.empty()) single_file = probe_with_qemu(path, "", info);
+  else if (format != "raw") single_file = probe_with_qemu(path, format, info);
   else info.format = "raw";
   if (info.format == "raw") return open_raw_source(path, info);
-  return open_nbd_source(path, info.format, info);
+  auto nbd = open_nbd_source(path, info.format, info);
+  if (single_file && !std::getenv("FERRY_NBD_ONLY")) return open_mapped_source(path, info.format, std::move(nbd));
+  return nbd;
 }
 
 TargetFormat parse_target_format(const std::string& name) {
