@@ -51,7 +51,8 @@ struct OpenOptions {
   std::string format;  // force a format (qemu driver name or alias); empty = from the extension, else probed
 };
 
-// Opens a disk. For an OVA, "file.ova" opens its first disk and "file.ova#member.vmdk" a named one.
+// Opens a disk. For an OVA, "file.ova#member.vmdk" opens a named disk; "file.ova" its only disk (an OVA
+// with several disks must be opened member by member).
 // Validates the container up front: a damaged header, a missing extent or an OVA without a disk fails
 // here with a one-line message naming the file and the problem.
 std::unique_ptr<Source> open_source(const std::string& spec, const OpenOptions& options = {});

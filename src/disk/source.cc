@@ -140,9 +140,19 @@ std::unique_ptr<Source> open_source(const std::string& spec, const OpenOptions& 
   if (format == "ova") {
     auto disks = read_ova(path);
     const OvaDisk* chosen = &disks.front();
+    if (member.empty() && disks.size() > 1) {
+      // Taking the first disk silently would lose the others: make the caller name each one.
+      std::string names;
+      for (auto& d : disks) names += (names.empty() ? "" : ", ") + path + "#" + d.member.name;
+      fail(ErrorKind::kInvalidArgument, "OVA '" + path + "' holds " + std::to_string(disks.size()) + " disks; replicate each one: " + names);
+    }
     if (!member.empty()) {
       auto it = std::find_if(disks.begin(), disks.end(), [&](const OvaDisk& d) { return d.member.name == member; });
-      if (it == disks.end()) fail(ErrorKind::kNotFound, "OVA '" + path + "' has no disk '" + member + "'");
+      if (it == disks.end()) {
+        std::string names;
+        for (auto& d : disks) names += (names.empty() ? "" : ", ") + d.member.name;
+        fail(ErrorKind::kNotFound, "disk '" + spec + "': the OVA has no disk '" + member + "' (it holds " + names + ")");
+      }
       chosen = &*it;
     }
     info.container = "ova";

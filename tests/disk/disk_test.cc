@@ -281,3 +281,36 @@ TEST(Source, CompressedQcow2MixesDirectAndNbdReads) {
 }
 
 }  // namespace
+
+namespace {
+
+// An OVA with two disks: each is opened by name, and naming none is an error that lists them
+// (silently taking the first would leave the other disk behind).
+TEST(Source, OvaWithTwoDisksIsOpenedDiskByDisk) {
+  fx::TempDir dir;
+  auto work = dir.path() / "ova";
+  std::filesystem::create_directories(work);
+  auto raw1 = dir.path() / "one.raw", raw2 = dir.path() / "two.raw";
+  fx::make_raw_disk(raw1, 16 * fx::kMiB, 31);
+  fx::make_raw_disk(raw2, 16 * fx::kMiB, 32);
+  for (auto [raw, name] : {std::pair{raw1, "vm-disk1.vmdk"}, std::pair{raw2, "vm-disk2.vmdk"}})
+    fx::run_checked({"qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", raw.string(), (work / name).string()});
+  {
+    std::ofstream ovf(work / "vm.ovf");
+    ovf << R"(<?xml version="1.0"?><Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">)"
+        << R"(<References><File ovf:id="f1" ovf:href="vm-disk1.vmdk"/><File ovf:id="f2" ovf:href="vm-disk2.vmdk"/></References>)"
+        << R"(<DiskSection><Disk ovf:diskId="d1" ovf:fileRef="f1" ovf:capacity="16777216"/><Disk ovf:diskId="d2" ovf:fileRef="f2" ovf:capacity="16777216"/></DiskSection>)"
+        << R"(<VirtualSystem ovf:id="vm"/></Envelope>)";
+  }
+  auto ova = dir.path() / "vm.ova";
+  fx::run_checked({"tar", "--format=ustar", "-C", work.string(), "-cf", ova.string(), "vm.ovf", "vm-disk1.vmdk", "vm-disk2.vmdk"});
+  EXPECT_EQ(ferry::disk::ova_disks(ova), (std::vector<std::string>{"vm-disk1.vmdk", "vm-disk2.vmdk"}));
+  expect_open_error(ova.string(), "holds 2 disks");
+  auto second = open_source(ova.string() + "#vm-disk2.vmdk");
+  EXPECT_EQ(read_all(*second), fx::read_file(raw2));
+  auto first = open_source(ova.string() + "#vm-disk1.vmdk");
+  EXPECT_EQ(read_all(*first), fx::read_file(raw1));
+  expect_open_error(ova.string() + "#nope.vmdk", "has no disk 'nope.vmdk' (it holds vm-disk1.vmdk, vm-disk2.vmdk)");
+}
+
+}  // namespace
