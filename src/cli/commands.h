@@ -18,7 +18,7 @@ struct InitArgs {
   int compression_level = -3;
 };
 int store_init(const Common& c, const InitArgs& a);
-int store_check(const Common& c, bool read_data);
+int store_check(const Common& c, bool read_data, bool repair);
 int store_prune(const Common& c);
 int store_stats(const Common& c);
 

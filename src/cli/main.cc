@@ -39,11 +39,12 @@ int main(int argc, char** argv) {
   add_common(s_init, common);
   add_init_options(s_init, init);
   s_init->callback([&] { action = [&] { return store_init(common, init); }; });
-  bool read_data = false;
+  bool read_data = false, repair = false;
   auto* s_check = store->add_subcommand("check", "Verify the index, packs and snapshots");
   add_common(s_check, common);
   s_check->add_flag("--read-data", read_data, "Also decrypt and verify every chunk");
-  s_check->callback([&] { action = [&] { return store_check(common, read_data); }; });
+  s_check->add_flag("--repair", repair, "Drop damaged chunks from the index so the next replication stores them again");
+  s_check->callback([&] { action = [&] { return store_check(common, read_data, repair); }; });
   auto* s_prune = store->add_subcommand("prune", "Reclaim space no snapshot uses");
   add_common(s_prune, common);
   s_prune->callback([&] { action = [&] { return store_prune(common); }; });

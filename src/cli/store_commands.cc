@@ -154,11 +154,14 @@ int replicate(const Common& c, const ReplicateArgs& a) {
   return 0;
 }
 
-int store_check(const Common& c, bool read_data) {
-  OpenStore s = open_store(c, Backend::LockKind::kRead, "check");
+int store_check(const Common& c, bool read_data, bool repair) {
+  OpenStore s = open_store(c, repair ? Backend::LockKind::kExclusive : Backend::LockKind::kRead, repair ? "repair" : "check");
   Progress progress("check", 0, show_progress(c) && read_data);
   auto r = store::check(*s.repo, read_data, read_data ? &progress : nullptr);
   progress.finish();
+  uint64_t dropped = repair ? store::repair(*s.repo, r) : 0;
+  if (repair && !c.json && dropped)
+    std::cout << "repair: dropped " << dropped << " damaged chunks from the index; replicate the affected disks again to store them anew\n";
   if (c.json) {
     print_json({{"ok", r.ok()},
                 {"errors", r.errors},
@@ -167,7 +170,8 @@ int store_check(const Common& c, bool read_data) {
                 {"packs", r.packs},
                 {"chunks", r.chunks},
                 {"snapshots", r.snapshots},
-                {"bytes_read", r.bytes_read}});
+                {"bytes_read", r.bytes_read},
+                {"repaired_chunks", dropped}});
   } else {
     for (auto& n : r.notes) std::cout << "note: " << n << "\n";
     for (auto& e : r.errors) std::cout << "error: " << e << "\n";

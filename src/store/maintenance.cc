@@ -138,6 +138,33 @@ CheckReport check(Repository& repo, bool read_data, Progress* progress) {
   return r;
 }
 
+uint64_t repair(Repository& repo, const CheckReport& report) {
+  std::unordered_set<std::string> damaged;
+  for (auto& [chunk, snaps] : report.damaged_chunks) damaged.insert(chunk);
+  std::map<std::string, PackListing> keep;
+  uint64_t dropped = 0;
+  repo.for_each_entry([&](const ChunkId& id, const Location& loc) {
+    std::string pack = repo.pack_name(loc.pack);
+    auto& listing = keep[pack];
+    listing.pack = pack;
+    if (damaged.count(id.hex())) {
+      dropped++;
+      return;
+    }
+    listing.entries.push_back({id, loc.offset, loc.stored_len, loc.raw_len, loc.compression});
+  });
+  if (dropped == 0) return 0;
+  std::vector<PackListing> listings;
+  for (auto& [name, l] : keep)
+    if (!l.entries.empty()) listings.push_back(std::move(l));
+  Backend& backend = repo.backend();
+  auto old_indexes = backend.list(ObjectType::kIndex);
+  write_index_files(repo, backend, listings);
+  for (auto& name : old_indexes) backend.remove(ObjectType::kIndex, name);
+  repo.reload_index();
+  return dropped;
+}
+
 PruneReport prune(Repository& repo) {
   PruneReport report;
   Backend& backend = repo.backend();

@@ -27,6 +27,12 @@ struct CheckReport {
 // with read_data also decrypts every blob and checks its chunk id. Caller holds LockKind::kRead.
 CheckReport check(Repository& repo, bool read_data, Progress* progress);
 
+// Drops the damaged chunks that `report` found from the index (new index files, written before the old
+// ones are deleted), so the next replication of an affected disk stores them again instead of
+// deduplicating against damaged data. Snapshots that use them stay unreadable until then. Returns the
+// number of chunks dropped. Caller holds LockKind::kWrite and LockKind::kExclusive.
+uint64_t repair(Repository& repo, const CheckReport& report);
+
 struct PruneReport {
   uint64_t snapshots = 0;
   uint64_t packs_deleted = 0, packs_rewritten = 0, packs_written = 0;
