@@ -31,7 +31,7 @@ struct ReplicateArgs {
 };
 int replicate(const Common& c, const ReplicateArgs& a);
 
-int snapshots_list(const Common& c);
+int snapshots_list(const Common& c, const std::string& name);
 int snapshots_show(const Common& c, const std::string& id);
 int snapshots_delete(const Common& c, const std::string& id);
 

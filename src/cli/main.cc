@@ -63,10 +63,11 @@ int main(int argc, char** argv) {
   r->callback([&] { action = [&] { return replicate(common, rep); }; });
 
   auto* snaps = app.add_subcommand("snapshots", "List, show and delete snapshots")->require_subcommand(1);
-  std::string snap_id;
+  std::string snap_id, snap_name;
   auto* sl = snaps->add_subcommand("list", "List snapshots");
   add_common(sl, common);
-  sl->callback([&] { action = [&] { return snapshots_list(common); }; });
+  sl->add_option("--name", snap_name, "Only snapshots of this disk");
+  sl->callback([&] { action = [&] { return snapshots_list(common, snap_name); }; });
   auto* ss = snaps->add_subcommand("show", "Show one snapshot");
   ss->add_option("id", snap_id, "Snapshot id or unique prefix")->required();
   add_common(ss, common);

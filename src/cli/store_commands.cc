@@ -234,9 +234,10 @@ int store_stats(const Common& c) {
   return 0;
 }
 
-int snapshots_list(const Common& c) {
+int snapshots_list(const Common& c, const std::string& name) {
   OpenStore s = open_store(c, Backend::LockKind::kRead, "list");
   auto snaps = s.repo->list_snapshots();
+  if (!name.empty()) std::erase_if(snaps, [&](const store::Snapshot& sn) { return sn.name != name; });
   if (c.json) {
     json arr = json::array();
     for (auto& sn : snaps) arr.push_back(snapshot_json(sn, false));

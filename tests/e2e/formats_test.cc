@@ -156,6 +156,8 @@ TEST(Snapshots, ShowListDeletePrune) {
   auto list = e2e::ferry({"snapshots", "list", "--store", env.store(), "--json"}, env.env()).json();
   ASSERT_EQ(list.size(), 1u);
   EXPECT_EQ(list[0].value("id", ""), ida);
+  EXPECT_EQ(e2e::ferry({"snapshots", "list", "--store", env.store(), "--name", "web01-disk1", "--json"}, env.env()).json().size(), 1u);
+  EXPECT_EQ(e2e::ferry({"snapshots", "list", "--store", env.store(), "--name", "db01-disk1", "--json"}, env.env()).json().size(), 0u);
   auto gone = e2e::ferry({"snapshots", "show", idb, "--store", env.store()}, env.env());
   EXPECT_NE(gone.exit_code, 0);
   EXPECT_NE(gone.err.find("no snapshot"), std::string::npos) << gone.err;
