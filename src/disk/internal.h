@@ -80,7 +80,6 @@ class FileSink : public Sink {
   }
   // Format metadata written once all data is in (qcow2 tables).
   virtual void finish_file() {}
-  const std::filesystem::path& path() const { return path_; }
 
  private:
   std::filesystem::path path_, tmp_;

@@ -1,10 +1,9 @@
-// Sinks: raw images written directly (sparse), every other format created by qemu-img and written
-// through a private qemu-nbd. Both write to a temporary next to the target and rename when done.
+// Sinks: raw images written directly (sparse), qcow2 by qcow2_sink.cc, every other format created by
+// qemu-img and written through a private qemu-nbd. All write to a temporary next to the target and
+// rename when done.
 #include <fcntl.h>
 #include <libnbd.h>
 #include <unistd.h>
-
-#include <atomic>
 
 #include "common/error.h"
 #include "common/fs.h"

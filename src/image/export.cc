@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
-#include <cstdlib>
 #include <chrono>
 #include <mutex>
 #include <thread>
@@ -72,7 +71,7 @@ ExportResult export_snapshot(store::Repository& repo, const store::Snapshot& sna
   sink.plan(ranges);
   if (options.progress) {
     uint64_t data = 0;
-    for (auto& [index, id] : snap.chunks) data += snap.chunk_length(index);
+    for (auto& [off, len] : ranges) data += len;
     options.progress->set_total(data);
   }
   std::atomic<size_t> next{0};

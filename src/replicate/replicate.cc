@@ -42,7 +42,6 @@ Result replicate(disk::Source& source, store::Repository& repo, const Options& o
   const uint64_t size = source.size();
   const uint32_t cs = repo.config().chunk_size;
   const uint32_t per_batch = std::max<uint32_t>(1, kBatchBytes / cs);
-  const uint64_t nchunks = (size + cs - 1) / cs;
   unsigned nthreads = options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
 
   store::Snapshot snap;
@@ -183,7 +182,6 @@ Result replicate(disk::Source& source, store::Repository& repo, const Options& o
   snap.stats.bytes_stored = writer->bytes_written();
   snap.stats.chunks_new = chunks_new;
   snap.stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  (void)nchunks;
   Result result;
   result.snapshot_bytes = repo.save_snapshot(snap);
   result.snapshot = std::move(snap);

@@ -80,10 +80,10 @@ CheckReport check(Repository& repo, bool read_data, Progress* progress) {
         } catch (const Error& e) {
           std::lock_guard lock(mu);
           r.errors.push_back(e.what());
-          for (auto& [id, loc] : packs[p].entries) bad.insert(id);
+          for (auto& [id, loc] : packs.at(p).entries) bad.insert(id);
           continue;
         }
-        for (auto& [id, loc] : packs[p].entries) {
+        for (auto& [id, loc] : packs.at(p).entries) {
           std::string err;
           try {
             if (static_cast<uint64_t>(loc.offset) + loc.stored_len > data.size()) fail(ErrorKind::kCorrupt, "blob extends past the end of the pack");
@@ -141,22 +141,17 @@ CheckReport check(Repository& repo, bool read_data, Progress* progress) {
 uint64_t repair(Repository& repo, const CheckReport& report) {
   std::unordered_set<std::string> damaged;
   for (auto& [chunk, snaps] : report.damaged_chunks) damaged.insert(chunk);
-  std::map<std::string, PackListing> keep;
   uint64_t dropped = 0;
-  repo.for_each_entry([&](const ChunkId& id, const Location& loc) {
-    std::string pack = repo.pack_name(loc.pack);
-    auto& listing = keep[pack];
-    listing.pack = pack;
-    if (damaged.count(id.hex())) {
-      dropped++;
-      return;
-    }
-    listing.entries.push_back({id, loc.offset, loc.stored_len, loc.raw_len, loc.compression});
-  });
-  if (dropped == 0) return 0;
   std::vector<PackListing> listings;
-  for (auto& [name, l] : keep)
+  for (auto& [p, contents] : entries_by_pack(repo)) {
+    PackListing l{repo.pack_name(p), {}};
+    for (auto& [id, loc] : contents.entries) {
+      if (damaged.count(id.hex())) dropped++;
+      else l.entries.push_back({id, loc.offset, loc.stored_len, loc.raw_len, loc.compression});
+    }
     if (!l.entries.empty()) listings.push_back(std::move(l));
+  }
+  if (dropped == 0) return 0;
   Backend& backend = repo.backend();
   auto old_indexes = backend.list(ObjectType::kIndex);
   write_index_files(repo, backend, listings);

@@ -261,9 +261,6 @@ TEST(Sink, AbandonedSinkLeavesNothingBehind) {
   EXPECT_THROW(ferry::disk::create_sink(out, ferry::disk::TargetFormat::kRaw, kSize), ferry::Error);
 }
 
-}  // namespace
-
-namespace {
 
 // Compressed qcow2 clusters have no place in the file to read from: those ranges go through qemu-nbd,
 // the rest straight from the file. Both must give the guest's bytes.
@@ -280,9 +277,6 @@ TEST(Source, CompressedQcow2MixesDirectAndNbdReads) {
   EXPECT_EQ(read_all(*src), fx::read_file(raw));
 }
 
-}  // namespace
-
-namespace {
 
 // An OVA with two disks: each is opened by name, and naming none is an error that lists them
 // (silently taking the first would leave the other disk behind).

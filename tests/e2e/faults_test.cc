@@ -426,17 +426,7 @@ TEST(DamagedPack, CheckNamesChunkAndSnapshotAndExportFailsWithoutOutput) {
   // Flip one byte inside the first blob's ciphertext (a blob is a 12-byte nonce, ciphertext, 16-byte tag).
   const fs::path victim = packs_a.front();
   const std::string victim_name = victim.filename().string();
-  {
-    std::fstream f(victim, std::ios::in | std::ios::out | std::ios::binary);
-    ASSERT_TRUE(f);
-    char c = 0;
-    f.seekg(100);
-    f.read(&c, 1);
-    c = static_cast<char>(c ^ 0x5a);
-    f.seekp(100);
-    f.write(&c, 1);
-    ASSERT_TRUE(f);
-  }
+  testing::flip_byte(victim, 100, 0x5a);
 
   // Without --read-data only headers and the index are verified, and they are intact.
   auto quick = e2e::ferry({"store", "check", "--store", store.string(), "--json"}, env);

@@ -200,15 +200,7 @@ TEST_F(StoreTest, FlippedByteIsFoundByReadDataAndNamesTheSnapshots) {
   ASSERT_TRUE(loc);
   std::string pack = repo->pack_name(loc->pack);
   auto path = dir() / "packs" / pack.substr(0, 2) / pack;
-  {
-    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekg(loc->offset + 40);
-    char c;
-    f.read(&c, 1);
-    c ^= 0x01;
-    f.seekp(loc->offset + 40);
-    f.write(&c, 1);
-  }
+  fx::flip_byte(path, loc->offset + 40);
   EXPECT_TRUE(check(*repo, false, nullptr).ok()) << "structure is intact; only --read-data sees the damage";
   auto report = check(*repo, true, nullptr);
   EXPECT_FALSE(report.ok());
