@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   g++ cmake ninja-build pkg-config
   libssl-dev libzstd-dev libnbd-dev nlohmann-json3-dev libcli11-dev libpugixml-dev
+  libsqlite3-dev libcpp-httplib-dev libspdlog-dev
   libgtest-dev libgmock-dev libbenchmark-dev libxml2-utils
   qemu-utils qemu-system-x86 tar python3
 )
@@ -14,6 +15,8 @@ missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+# Node.js and npm run the SMS API tests with the official AWS SDK; any install that provides the commands will do.
+command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -22,6 +22,8 @@ const char* to_string(ErrorKind kind) {
     case ErrorKind::kIo: return "i/o error";
     case ErrorKind::kUnsupported: return "unsupported";
     case ErrorKind::kExternal: return "external tool failed";
+    case ErrorKind::kConflict: return "conflict";
+    case ErrorKind::kUnauthorized: return "unauthorized";
   }
   return "error";
 }

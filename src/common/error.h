@@ -15,6 +15,8 @@ enum class ErrorKind {
   kIo,               // the operating system refused a read or write
   kUnsupported,      // a valid input this version cannot handle
   kExternal,         // a helper program (qemu-img, qemu-nbd) failed
+  kConflict,         // the request conflicts with current state (a job for that server exists, a run is in progress)
+  kUnauthorized,     // the caller is not allowed to do this (bad credentials, wrong role)
 };
 
 class Error : public std::runtime_error {
