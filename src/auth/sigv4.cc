@@ -1,1 +1,470 @@
-// placeholder: being written
+// AWS Signature Version 4: the canonical request, the signing-key chain and the Authorization header, for ferry's
+// clients (sign) and its API server (verify). Every hash and MAC is OpenSSL's SHA-256.
+#include "auth/sigv4.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+
+#include "common/error.h"
+#include "common/hex.h"
+
+namespace ferry::auth {
+
+namespace {
+
+using std::chrono::sys_seconds;
+
+constexpr std::string_view kAlgorithm = "AWS4-HMAC-SHA256";
+constexpr std::string_view kTerminator = "aws4_request";
+
+[[noreturn]] void incomplete(const std::string& message) {
+  throw AuthError("IncompleteSignatureException", 400, message);
+}
+[[noreturn]] void invalid(const std::string& message) { throw AuthError("InvalidSignatureException", 400, message); }
+
+char lower_char(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = lower_char(c);
+  return out;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() &&
+         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return lower_char(x) == lower_char(y); });
+}
+
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
+  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+// SigV4's "Trimall": no leading or trailing white space, and every inner run of it (including the line breaks of
+// an obsolete folded header) becomes one space.
+std::string trim_all(std::string_view value) {
+  std::string out;
+  bool in_space = false;
+  for (char c : trim(value)) {
+    if (is_space(c)) {
+      in_space = true;
+      continue;
+    }
+    if (in_space) out += ' ';
+    in_space = false;
+    out += c;
+  }
+  return out;
+}
+
+std::vector<std::string_view> split(std::string_view s, char sep) {
+  std::vector<std::string_view> parts;
+  size_t start = 0;
+  for (;;) {
+    size_t end = s.find(sep, start);
+    parts.push_back(s.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start));
+    if (end == std::string_view::npos) return parts;
+    start = end + 1;
+  }
+}
+
+bool is_unreserved(unsigned char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+         c == '.' || c == '~';
+}
+
+// RFC 3986 percent-encoding of every byte but the unreserved ones, with upper-case hex as SigV4 requires.
+std::string uri_encode(std::string_view s, bool keep_slash) {
+  static const char* digits = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(s.size());
+  for (unsigned char c : s) {
+    if (is_unreserved(c) || (keep_slash && c == '/')) {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += digits[c >> 4];
+      out += digits[c & 15];
+    }
+  }
+  return out;
+}
+
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Undoes %XX escapes. A '%' without two hex digits after it stays a literal '%', and '+' stays '+': the SDKs
+// write a space in a query as %20.
+std::string percent_decode(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); i++) {
+    if (s[i] == '%' && i + 2 < s.size() && hex_digit(s[i + 1]) >= 0 && hex_digit(s[i + 2]) >= 0) {
+      out += static_cast<char>(hex_digit(s[i + 1]) * 16 + hex_digit(s[i + 2]));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+// The path as signed. Every service but S3 signs the path with its dot segments resolved and its empty segments
+// dropped, then URI-encoded once more: the wire path is already encoded, so "/a%20b" is signed as "/a%2520b"
+// (the AWS SDKs' "double encoding"). S3 signs the wire path exactly as sent.
+std::string canonical_uri(std::string_view path, std::string_view service) {
+  if (path.empty()) return "/";
+  if (service == "s3") return std::string(path);
+  std::vector<std::string_view> segments;
+  for (std::string_view segment : split(path, '/')) {
+    if (segment.empty() || segment == ".") continue;
+    if (segment == "..") {
+      if (!segments.empty()) segments.pop_back();
+    } else {
+      segments.push_back(segment);
+    }
+  }
+  std::string normalized = "/";
+  for (size_t i = 0; i < segments.size(); i++) {
+    if (i > 0) normalized += '/';
+    normalized += segments[i];
+  }
+  if (!segments.empty() && path.back() == '/') normalized += '/';
+  return uri_encode(normalized, true);
+}
+
+// Parameters decoded from the wire, re-encoded the one canonical way, sorted by name then value.
+std::string canonical_query(std::string_view query) {
+  std::vector<std::pair<std::string, std::string>> params;
+  for (std::string_view param : split(query, '&')) {
+    if (param.empty()) continue;
+    size_t eq = param.find('=');
+    std::string_view name = param.substr(0, eq);
+    std::string_view value = eq == std::string_view::npos ? std::string_view() : param.substr(eq + 1);
+    params.emplace_back(uri_encode(percent_decode(name), false), uri_encode(percent_decode(value), false));
+  }
+  std::sort(params.begin(), params.end());
+  std::string out;
+  for (const auto& [name, value] : params) {
+    if (!out.empty()) out += '&';
+    out += name + '=' + value;
+  }
+  return out;
+}
+
+// Lower-case header name -> its trimmed values in request order, comma-joined.
+std::map<std::string, std::string> header_values(const std::vector<std::pair<std::string, std::string>>& headers) {
+  std::map<std::string, std::string> values;
+  for (const auto& [name, value] : headers) {
+    auto [it, inserted] = values.try_emplace(lower(name), trim_all(value));
+    if (!inserted) it->second += ',' + trim_all(value);
+  }
+  return values;
+}
+
+// `signed_names` are lower-case, in the order they are listed in SignedHeaders.
+std::string canonical_request(const Request& request, const std::vector<std::string>& signed_names,
+                              std::string_view payload_hash, std::string_view service) {
+  auto values = header_values(request.headers);
+  std::string out =
+      request.method + '\n' + canonical_uri(request.path, service) + '\n' + canonical_query(request.query) + '\n';
+  std::string list;
+  for (const auto& name : signed_names) {
+    auto it = values.find(name);
+    out += name + ':' + (it == values.end() ? std::string() : it->second) + '\n';
+    if (!list.empty()) list += ';';
+    list += name;
+  }
+  out += '\n' + list + '\n';
+  out += payload_hash;
+  return out;
+}
+
+std::string hmac_sha256(std::string_view key, std::string_view data) {
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (!HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(data.data()),
+            data.size(), out, &len))
+    fail(ErrorKind::kCrypto, "HMAC-SHA-256 failed in OpenSSL");
+  return std::string(reinterpret_cast<char*>(out), len);
+}
+
+struct Scope {
+  std::string date;  // YYYYMMDD
+  std::string region;
+  std::string service;
+  std::string str() const { return date + '/' + region + '/' + service + '/' + std::string(kTerminator); }
+};
+
+// Hex HMAC of the string to sign under the key derived from the secret, the scope's date, region and service.
+std::string signature(const std::string& secret, const Scope& scope, std::string_view amz_date,
+                      std::string_view canonical) {
+  std::string key = hmac_sha256("AWS4" + secret, scope.date);
+  key = hmac_sha256(key, scope.region);
+  key = hmac_sha256(key, scope.service);
+  key = hmac_sha256(key, kTerminator);
+  std::string to_sign =
+      std::string(kAlgorithm) + '\n' + std::string(amz_date) + '\n' + scope.str() + '\n' + sha256_hex(canonical);
+  return to_hex(hmac_sha256(key, to_sign));
+}
+
+// 20150830T123600Z
+std::string format_amz_date(sys_seconds t) {
+  auto day = std::chrono::floor<std::chrono::days>(t);
+  std::chrono::year_month_day ymd{day};
+  std::chrono::hh_mm_ss hms{t - day};
+  char buf[80];
+  std::snprintf(buf, sizeof buf, "%04d%02u%02uT%02d%02d%02dZ", static_cast<int>(ymd.year()),
+                static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
+                static_cast<int>(hms.hours().count()), static_cast<int>(hms.minutes().count()),
+                static_cast<int>(hms.seconds().count()));
+  return buf;
+}
+
+std::optional<sys_seconds> make_time(int year, unsigned month, unsigned day, int hour, int minute, int second) {
+  std::chrono::year_month_day ymd{std::chrono::year(year), std::chrono::month(month), std::chrono::day(day)};
+  if (!ymd.ok() || hour > 23 || minute > 59 || second > 59) return std::nullopt;
+  return std::chrono::sys_days(ymd) + std::chrono::hours(hour) + std::chrono::minutes(minute) +
+         std::chrono::seconds(second);
+}
+
+int digits_at(std::string_view s, size_t pos, size_t n) {
+  int v = 0;
+  for (size_t i = pos; i < pos + n; i++) {
+    if (s[i] < '0' || s[i] > '9') return -1;
+    v = v * 10 + (s[i] - '0');
+  }
+  return v;
+}
+
+// ISO 8601 basic format, UTC: 20150830T123600Z.
+std::optional<sys_seconds> parse_amz_date(std::string_view s) {
+  if (s.size() != 16 || s[8] != 'T' || s[15] != 'Z') return std::nullopt;
+  int year = digits_at(s, 0, 4), month = digits_at(s, 4, 2), day = digits_at(s, 6, 2);
+  int hour = digits_at(s, 9, 2), minute = digits_at(s, 11, 2), second = digits_at(s, 13, 2);
+  if (std::min({year, month, day, hour, minute, second}) < 0) return std::nullopt;
+  return make_time(year, static_cast<unsigned>(month), static_cast<unsigned>(day), hour, minute, second);
+}
+
+// RFC 1123 (the HTTP Date header): Sun, 30 Aug 2015 12:36:00 GMT.
+std::optional<sys_seconds> parse_http_date(std::string_view s) {
+  static constexpr std::string_view kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                                 "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  if (s.size() != 29 || s[3] != ',' || s[4] != ' ' || s[7] != ' ' || s[11] != ' ' || s[16] != ' ' || s[19] != ':' ||
+      s[22] != ':' || s.substr(25) != " GMT")
+    return std::nullopt;
+  auto month = std::find(std::begin(kMonths), std::end(kMonths), s.substr(8, 3));
+  if (month == std::end(kMonths)) return std::nullopt;
+  int day = digits_at(s, 5, 2), year = digits_at(s, 12, 4);
+  int hour = digits_at(s, 17, 2), minute = digits_at(s, 20, 2), second = digits_at(s, 23, 2);
+  if (std::min({day, year, hour, minute, second}) < 0) return std::nullopt;
+  return make_time(year, static_cast<unsigned>(month - std::begin(kMonths) + 1), static_cast<unsigned>(day), hour,
+                   minute, second);
+}
+
+// "15 min." as AWS words the allowed skew.
+std::string skew_text(std::chrono::seconds skew) {
+  if (skew.count() % 60 == 0) return std::to_string(skew.count() / 60) + " min.";
+  return std::to_string(skew.count()) + " sec.";
+}
+
+struct Authorization {
+  std::string algorithm;
+  std::optional<std::string> credential;
+  std::optional<std::string> signed_headers;
+  std::optional<std::string> signature;
+};
+
+// "AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=...": the algorithm, then key=value parameters
+// separated by commas and/or white space, the way AWS itself tokenizes them.
+Authorization parse_authorization(const std::string& header) {
+  std::string_view rest = trim(header);
+  Authorization auth;
+  size_t space = rest.find_first_of(" \t");
+  auth.algorithm = std::string(rest.substr(0, space));
+  rest = space == std::string_view::npos ? std::string_view() : rest.substr(space);
+  while (!rest.empty()) {
+    size_t start = rest.find_first_not_of(" \t,");
+    if (start == std::string_view::npos) break;
+    rest.remove_prefix(start);
+    size_t end = rest.find_first_of(" \t,");
+    std::string_view token = rest.substr(0, end);
+    rest = end == std::string_view::npos ? std::string_view() : rest.substr(end);
+    size_t eq = token.find('=');
+    if (eq == std::string_view::npos)
+      incomplete("'" + std::string(token) +
+                 "' not a valid key=value pair (missing equal-sign) in Authorization header: '" + header + "'.");
+    std::string_view key = token.substr(0, eq);
+    std::string value(token.substr(eq + 1));
+    if (key == "Credential" && !auth.credential) auth.credential = value;
+    if (key == "SignedHeaders" && !auth.signed_headers) auth.signed_headers = value;
+    if (key == "Signature" && !auth.signature) auth.signature = value;
+  }
+  return auth;
+}
+
+}  // namespace
+
+std::optional<std::string> Request::header(std::string_view name) const {
+  for (const auto& [n, v] : headers)
+    if (iequals(n, name)) return v;
+  return std::nullopt;
+}
+
+void Request::set_header(const std::string& name, const std::string& value) {
+  bool replaced = false;
+  for (auto it = headers.begin(); it != headers.end();) {
+    if (!iequals(it->first, name)) {
+      ++it;
+    } else if (!replaced) {
+      *it = {name, value};
+      replaced = true;
+      ++it;
+    } else {
+      it = headers.erase(it);
+    }
+  }
+  if (!replaced) headers.emplace_back(name, value);
+}
+
+std::string sha256_hex(std::string_view data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(data.data(), data.size(), digest, &len, EVP_sha256(), nullptr) != 1)
+    fail(ErrorKind::kCrypto, "SHA-256 failed in OpenSSL");
+  return to_hex(digest, len);
+}
+
+void sign(Request& request, const Credentials& credentials, const std::string& region, const std::string& service,
+          std::chrono::system_clock::time_point now) {
+  if (!request.header("host"))
+    fail(ErrorKind::kInvalidArgument, "cannot sign a " + request.method + " request without a Host header");
+  for (const auto& [what, value] : {std::pair{"region", &region}, std::pair{"service", &service}})
+    if (value->empty() || value->find('/') != std::string::npos)
+      fail(ErrorKind::kInvalidArgument,
+           std::string("cannot sign for ") + what + " '" + *value + "': it must be non-empty and contain no '/'");
+
+  std::erase_if(request.headers, [](const auto& h) { return iequals(h.first, "authorization"); });
+  std::string amz_date = format_amz_date(std::chrono::floor<std::chrono::seconds>(now));
+  std::string payload_hash = sha256_hex(request.body);
+  request.set_header("X-Amz-Date", amz_date);
+  request.set_header("X-Amz-Content-Sha256", payload_hash);
+
+  std::vector<std::string> names;
+  for (const auto& [name, values] : header_values(request.headers)) names.push_back(name);  // sorted by the map
+  Scope scope{amz_date.substr(0, 8), region, service};
+  std::string sig = signature(credentials.secret_access_key, scope, amz_date,
+                              canonical_request(request, names, payload_hash, service));
+  std::string list;
+  for (const auto& name : names) list += (list.empty() ? "" : ";") + name;
+  request.set_header("Authorization", std::string(kAlgorithm) + " Credential=" + credentials.access_key_id + '/' +
+                                          scope.str() + ", SignedHeaders=" + list + ", Signature=" + sig);
+}
+
+Verified verify(const Request& request, const SecretLookup& secret_for, std::chrono::system_clock::time_point now,
+                std::chrono::seconds max_skew) {
+  std::optional<std::string> header = request.header("authorization");
+  if (!header || trim(*header).empty())
+    throw AuthError("MissingAuthenticationTokenException", 403, "Missing Authentication Token");
+  Authorization auth = parse_authorization(*header);
+
+  std::optional<std::string> amz_date_header = request.header("x-amz-date");
+  std::optional<std::string> date_header = amz_date_header ? std::nullopt : request.header("date");
+  std::string missing;
+  if (!auth.credential) missing += "Authorization header requires 'Credential' parameter. ";
+  if (!auth.signature) missing += "Authorization header requires 'Signature' parameter. ";
+  if (!auth.signed_headers) missing += "Authorization header requires 'SignedHeaders' parameter. ";
+  if (!amz_date_header && !date_header)
+    missing += "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header. ";
+  if (!missing.empty()) incomplete(missing + "Authorization=" + *header);
+  if (auth.algorithm != kAlgorithm)
+    incomplete("Unsupported AWS 'algorithm': '" + auth.algorithm + "'; ferry accepts only '" + std::string(kAlgorithm) +
+               "'.");
+
+  // The request time: X-Amz-Date, or else the HTTP Date header in either format.
+  std::optional<sys_seconds> time;
+  if (amz_date_header) {
+    time = parse_amz_date(trim(*amz_date_header));
+    if (!time)
+      incomplete("Date must be in ISO-8601 'basic format'. Got '" + *amz_date_header +
+                 "'. See http://en.wikipedia.org/wiki/ISO_8601");
+  } else {
+    time = parse_http_date(trim(*date_header));
+    if (!time) time = parse_amz_date(trim(*date_header));
+    if (!time)
+      incomplete("Date header '" + *date_header +
+                 "' is neither an RFC 1123 date (Sun, 30 Aug 2015 12:36:00 GMT) nor ISO-8601 basic format "
+                 "(20150830T123600Z).");
+  }
+  std::string amz_date = format_amz_date(*time);
+
+  std::vector<std::string_view> credential = split(*auth.credential, '/');
+  if (credential.size() != 5 || credential[0].empty())
+    incomplete("Credential '" + *auth.credential +
+               "' in Authorization header is not <access key id>/<YYYYMMDD>/<region>/<service>/aws4_request.");
+  std::string access_key_id(credential[0]);
+  Scope scope{std::string(credential[1]), std::string(credential[2]), std::string(credential[3])};
+  if (credential[4] != kTerminator)
+    invalid("Credential should be scoped with a valid terminator: 'aws4_request', not '" + std::string(credential[4]) +
+            "'.");
+  if (scope.region.empty()) invalid("Credential should be scoped to a valid region, not ''.");
+  if (scope.service.empty()) invalid("Credential should be scoped to a service, not ''.");
+  if (scope.date != amz_date.substr(0, 8))
+    invalid("Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '" + scope.date +
+            "' != '" + amz_date.substr(0, 8) + "', from '" + amz_date + "'.");
+
+  std::vector<std::string> signed_names;
+  for (std::string_view name : split(*auth.signed_headers, ';')) {
+    if (name.empty())
+      incomplete("SignedHeaders '" + *auth.signed_headers + "' in Authorization header has an empty header name.");
+    signed_names.push_back(lower(name));
+  }
+  if (std::find(signed_names.begin(), signed_names.end(), "host") == signed_names.end())
+    incomplete("'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.");
+
+  sys_seconds now_s = std::chrono::floor<std::chrono::seconds>(now);
+  if (*time < now_s - max_skew)
+    invalid("Signature expired: " + amz_date + " is now earlier than " + format_amz_date(now_s - max_skew) + " (" +
+            format_amz_date(now_s) + " - " + skew_text(max_skew) + ")");
+  if (*time > now_s + max_skew)
+    invalid("Signature not yet current: " + amz_date + " is still later than " + format_amz_date(now_s + max_skew) +
+            " (" + format_amz_date(now_s) + " + " + skew_text(max_skew) + ")");
+
+  std::optional<std::string> secret = secret_for(access_key_id);
+  if (!secret)
+    throw AuthError("UnrecognizedClientException", 400, "The security token included in the request is invalid.");
+
+  // A client that sends x-amz-content-sha256 signs that value as the payload hash; it must then be the body's.
+  std::string body_hash = sha256_hex(request.body);
+  std::optional<std::string> content_sha = request.header("x-amz-content-sha256");
+  std::string payload_hash = content_sha ? std::string(trim(*content_sha)) : body_hash;
+
+  std::string expected =
+      signature(*secret, scope, amz_date, canonical_request(request, signed_names, payload_hash, scope.service));
+  std::string given = lower(*auth.signature);
+  if (given.size() != expected.size() || CRYPTO_memcmp(given.data(), expected.data(), expected.size()) != 0)
+    invalid(
+        "The request signature we calculated does not match the signature you provided. Check your AWS Secret "
+        "Access Key and signing method. Consult the service documentation for details.");
+  if (lower(payload_hash) != body_hash) {
+    if (payload_hash == "UNSIGNED-PAYLOAD" || payload_hash.starts_with("STREAMING-"))
+      invalid("x-amz-content-sha256 '" + payload_hash +
+              "' is not accepted: this server authenticates request bodies, so the payload must be signed.");
+    invalid("The provided 'x-amz-content-sha256' header does not match what was computed.");
+  }
+  return Verified{access_key_id, scope.region, scope.service};
+}
+
+}  // namespace ferry::auth

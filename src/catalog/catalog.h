@@ -98,6 +98,12 @@ struct ReplicationJob {
   Time created = 0;
 };
 
+struct ImageDisk {
+  std::string name;
+  std::string snapshot_id;
+  uint64_t size = 0;
+};
+
 struct ReplicationRun {
   std::string id;  // "sms-run-" + 17 hex digits
   std::string job_id;
@@ -116,14 +122,9 @@ struct ReplicationRun {
   uint64_t bytes_total = 0;
   uint64_t bytes_done = 0;
   uint64_t bytes_uploaded = 0;
+  std::vector<ImageDisk> disks;  // disks whose snapshot this run has committed so far (a resumed run skips them)
   Time created = 0;
   Time updated = 0;
-};
-
-struct ImageDisk {
-  std::string name;
-  std::string snapshot_id;
-  uint64_t size = 0;
 };
 
 // A completed run's result (the SMS AMI).

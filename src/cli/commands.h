@@ -1,6 +1,8 @@
 // The CLI's verbs for the data path. Each returns the process exit code; errors are thrown as ferry::Error.
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <string>
 
 namespace ferry::cli {
@@ -42,6 +44,15 @@ struct ExportArgs {
   unsigned threads = 0;
 };
 int image_export(const Common& c, const ExportArgs& a);
+
+// Service verbs (service_commands.cc, client_commands.cc) register themselves on the app.
+}  // namespace ferry::cli
+namespace CLI {
+class App;
+}
+namespace ferry::cli {
+void add_service_commands(CLI::App& app, std::function<int()>& action);
+void add_client_commands(CLI::App& app, std::function<int()>& action);
 
 int keys_create(const Common& c, const std::string& key_id);
 int keys_list(const Common& c);

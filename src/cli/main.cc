@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "client/client.h"
 #include "common/error.h"
 
 using namespace ferry;
@@ -97,6 +98,9 @@ int main(int argc, char** argv) {
   add_common(kl, common, false);
   kl->callback([&] { action = [&] { return keys_list(common); }; });
 
+  add_service_commands(app, action);
+  add_client_commands(app, action);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -104,6 +108,9 @@ int main(int argc, char** argv) {
   }
   try {
     rc = action ? action() : 0;
+  } catch (const client::ApiError& e) {
+    std::cerr << "ferry: " << e.what() << std::endl;
+    return 1;
   } catch (const ferry::Error& e) {
     std::cerr << "ferry: " << e.what() << std::endl;
     return 1;

@@ -123,10 +123,10 @@ void rename_durable(const fs::path& tmp, const fs::path& final) {
   fsync_dir(final.parent_path());
 }
 
-void write_file_atomic(const fs::path& path, std::string_view data) {
+void write_file_atomic(const fs::path& path, std::string_view data, mode_t mode) {
   fs::path tmp = temp_name_for(path);
   try {
-    File f(tmp, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    File f(tmp, O_WRONLY | O_CREAT | O_EXCL, mode);
     f.write_all(data.data(), data.size());
     f.sync();
     f.close();

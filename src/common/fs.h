@@ -3,6 +3,8 @@
 // and advisory locks. Every failure throws ferry::Error naming the path.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -45,7 +47,7 @@ std::string read_file(const fs::path& path);
 
 // Replaces `path` atomically with `data`: a reader sees the old or the new content, never a mix,
 // and after return the new content survives a crash. The temporary is created in `path`'s directory.
-void write_file_atomic(const fs::path& path, std::string_view data);
+void write_file_atomic(const fs::path& path, std::string_view data, mode_t mode = 0644);
 
 // Makes a directory entry change (create, rename, unlink) durable.
 void fsync_dir(const fs::path& dir);

@@ -206,4 +206,13 @@ void open_chunk(Codec::Impl& codec, const ChunkId& id, std::string_view box, Com
   }
 }
 
+void authenticate_chunk(Codec::Impl& codec, const ChunkId& id, std::string_view box, const std::string& where) {
+  std::string aad(1 + 32, 'C');
+  std::memcpy(aad.data() + 1, id.bytes.data(), 32);
+  if (box.size() < kBoxOverhead) fail(ErrorKind::kCorrupt, "chunk " + id.hex() + " in " + where + ": stored blob is too short");
+  codec.box_plain.resize(box.size() - kBoxOverhead);
+  if (!unseal_into(codec.cipher.ctx, codec.keys.enc.data(), aad, box, reinterpret_cast<unsigned char*>(codec.box_plain.data())))
+    fail(ErrorKind::kCrypto, "chunk " + id.hex() + " in " + where + ": authentication failed (damaged in transit or sealed with another key)");
+}
+
 }  // namespace ferry::store

@@ -40,6 +40,9 @@ std::string seal_chunk(Codec::Impl& codec, const ChunkId& id, const void* data, 
 void open_chunk(Codec::Impl& codec, const ChunkId& id, std::string_view box, Compression compression, uint32_t raw_len,
                 char* out, const std::string& where);
 
+// Checks a chunk's box authenticates under its id without decompressing it.
+void authenticate_chunk(Codec::Impl& codec, const ChunkId& id, std::string_view box, const std::string& where);
+
 std::string zstd_compress(std::string_view data, int level);
 std::string zstd_decompress(std::string_view data, size_t max_size, const std::string& what);
 

@@ -149,6 +149,12 @@ void Repository::load_index() {
   unindexed_.clear();
   unreadable_.clear();
   unreadable_indexes_.clear();
+  if (known_) {
+    // A view: the repository's chunks live elsewhere; only their presence matters here.
+    const Location remote{UINT32_MAX, 0, 0, 0, 0};
+    for (auto& id : known_()) index_.emplace(id, remote);
+    return;
+  }
   auto add_listing = [&](const std::string& pack, const std::vector<PackEntry>& entries) {
     uint32_t p = add_pack_locked(pack);
     for (auto& e : entries) {

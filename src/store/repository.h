@@ -208,6 +208,28 @@ class Repository {
   std::string seal_object(char type, const std::string& name, std::string_view plaintext) const;
   std::string unseal_object(char type, const std::string& name, std::string_view box, const std::string& what) const;
 
+  // --- Serving connectors (docs/formats.md, "Connector protocol") ---
+  // A connector reads, hashes, compresses and seals chunks itself, so it needs the data keys. The server hands
+  // them over its authenticated channel; the master key never leaves the server.
+  std::string data_keys() const;  // 64 bytes: encryption key || id key
+  // A view of a repository held elsewhere: what is written goes to `backend` (which uploads it), no index or pack
+  // is read; `known` lists the chunks the real repository has (it is called again by reload_index()).
+  // find() answers from `known` and this view's own writes; reading chunks is not possible.
+  static std::unique_ptr<Repository> open_view(std::unique_ptr<Backend> backend, const RepositoryConfig& config,
+                                               std::string_view data_keys, std::function<std::vector<ChunkId>()> known);
+  enum class Verify { kAuthenticate, kFull };
+  // Accepts a pack written by a view: its trailer must authenticate under `name`, every blob must lie inside it and
+  // authenticate under its chunk id (kFull also decompresses and recomputes every id). Then it is stored durably and
+  // indexed. Receiving a pack already stored is a no-op. Throws kCorrupt / kCrypto naming the pack; stores nothing then.
+  void receive_pack(const std::string& name, std::string_view bytes, Verify verify = Verify::kAuthenticate);
+  // Accepts an index file: it must authenticate and list only received packs, exactly as their trailers do.
+  void receive_index(const std::string& name, std::string_view box);
+  // Accepts a snapshot: it must authenticate under `id`, carry a correct digest and reference only stored chunks.
+  // Stores it and returns it decoded.
+  Snapshot receive_snapshot(const std::string& id, std::string_view box);
+  // Every chunk id in the index.
+  std::vector<ChunkId> chunk_ids() const;
+
   // Rebuilds the in-memory index from the backend (used by maintenance after rewriting indexes).
   void reload_index();
 
@@ -221,6 +243,7 @@ class Repository {
   uint32_t add_pack_locked(const std::string& name);
 
   std::unique_ptr<Backend> backend_;
+  std::function<std::vector<ChunkId>()> known_;  // set for a view
   RepositoryConfig config_;
   std::array<uint8_t, 32> enc_key_{}, id_key_{};
   mutable std::shared_mutex mu_;

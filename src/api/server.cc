@@ -1,0 +1,261 @@
+// HTTP plumbing: listening (plain or TLS), SigV4 authentication, the JSON 1.1 dispatch, error bodies, and the
+// connector endpoints (wire protocol v1, docs/formats.md).
+#include "api/server.h"
+
+#include <httplib.h>
+
+#include <chrono>
+#include <regex>
+
+#include "api/internal.h"
+#include "auth/sigv4.h"
+#include "common/hex.h"
+#include "common/log.h"
+
+namespace ferry::api {
+
+using service::OperationError;
+
+namespace {
+
+constexpr const char* kJson11 = "application/x-amz-json-1.1";
+
+std::string error_type_for(const Error& e) {
+  switch (e.kind()) {
+    case ErrorKind::kInvalidArgument: return "InvalidParameterException";
+    case ErrorKind::kNotFound: return "InvalidParameterException";
+    case ErrorKind::kConflict: return "OperationNotPermittedException";
+    case ErrorKind::kUnauthorized: return "UnauthorizedOperationException";
+    case ErrorKind::kUnsupported: return "OperationNotPermittedException";
+    default: return "InternalError";
+  }
+}
+
+void send_error(httplib::Response& res, const std::string& type, int status, const std::string& message) {
+  res.status = status;
+  res.set_header("x-amzn-ErrorType", type);
+  res.set_content(json{{"__type", type}, {"message", message}}.dump(), kJson11);
+}
+
+auth::Request auth_request(const httplib::Request& req) {
+  auth::Request a;
+  a.method = req.method;
+  auto q = req.target.find('?');
+  a.path = req.target.substr(0, q);
+  if (q != std::string::npos) a.query = req.target.substr(q + 1);
+  for (auto& [k, v] : req.headers) a.headers.emplace_back(k, v);
+  a.body = req.body;
+  return a;
+}
+
+}  // namespace
+
+struct HttpServer::Impl {
+  service::Service& svc;
+  ListenOptions options;
+  std::unique_ptr<httplib::Server> http;
+  int port = 0;
+
+  // Authenticates and returns the key; writes the error response and returns nullopt otherwise.
+  std::optional<catalog::AccessKey> authenticate(const httplib::Request& req, httplib::Response& res, const std::string& role) {
+    try {
+      std::optional<catalog::AccessKey> key;
+      auto verified = auth::verify(auth_request(req), [&](const std::string& id) -> std::optional<std::string> {
+        key = svc.access_key(id);
+        if (!key) return std::nullopt;
+        return key->secret;
+      }, std::chrono::system_clock::now());
+      if (!key || key->role != role) {
+        send_error(res, "AccessDeniedException", 403,
+                   "access key " + verified.access_key_id + " is a " + (key ? key->role : std::string("unknown")) + " key; this needs a " + role + " key");
+        return std::nullopt;
+      }
+      return key;
+    } catch (const auth::AuthError& e) {
+      spdlog::warn("{} {} from {}: {}: {}", req.method, req.path, req.remote_addr, e.code(), e.what());
+      send_error(res, e.code(), e.http_status(), e.what());
+      return std::nullopt;
+    }
+  }
+
+  // Runs a handler, mapping exceptions to error answers.
+  void guarded(httplib::Response& res, const std::string& what, const std::function<void()>& fn) {
+    try {
+      fn();
+    } catch (const OperationError& e) {
+      int status = e.type() == "InternalError" ? 500 : 400;
+      send_error(res, e.type(), status, e.what());
+    } catch (const json::exception& e) {
+      send_error(res, "SerializationException", 400, std::string("malformed JSON: ") + e.what());
+    } catch (const Error& e) {
+      std::string type = error_type_for(e);
+      if (type == "InternalError") spdlog::error("{}: {}", what, e.what());
+      send_error(res, type, type == "InternalError" ? 500 : 400, e.what());
+    } catch (const std::exception& e) {
+      spdlog::error("{}: {}", what, e.what());
+      send_error(res, "InternalError", 500, e.what());
+    }
+  }
+
+  void json_api(const httplib::Request& req, httplib::Response& res) {
+    std::string target = req.get_header_value("X-Amz-Target");
+    if (!authenticate(req, res, "admin")) return;
+    auto& ops = operations();
+    auto it = ops.find(target);
+    if (it == ops.end()) {
+      send_error(res, "UnknownOperationException", 400, "unknown operation '" + target + "'");
+      return;
+    }
+    std::string op = target.substr(target.find('.') + 1);
+    guarded(res, op, [&] {
+      json in = req.body.empty() ? json::object() : json::parse(req.body);
+      json out = it->second(svc, in);
+      res.set_content(out.dump(), kJson11);
+    });
+  }
+
+  // The connector endpoints: authenticate, then run fn with the connector id.
+  void connector_route(const std::string& method, const std::string& pattern,
+                       std::function<void(const std::string&, const httplib::Request&, httplib::Response&)> fn) {
+    auto handler = [this, fn](const httplib::Request& req, httplib::Response& res) {
+      auto key = authenticate(req, res, "connector");
+      if (!key) return;
+      guarded(res, req.method + " " + req.path, [&] { fn(key->connector_id, req, res); });
+    };
+    if (method == "GET") http->Get(pattern, handler);
+    else if (method == "PUT") http->Put(pattern, handler);
+    else http->Post(pattern, handler);
+  }
+
+  static json body_json(const httplib::Request& req) { return req.body.empty() ? json::object() : json::parse(req.body); }
+
+  void routes() {
+    http->Get("/health", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
+    http->Post("/", [this](const httplib::Request& req, httplib::Response& res) { json_api(req, res); });
+
+    http->Post("/connector/v1/register", [this](const httplib::Request& req, httplib::Response& res) {
+      guarded(res, "register", [&] {
+        json in = body_json(req);
+        std::string token = in.value("token", "");
+        if (token.empty()) throw OperationError("MissingRequiredParameterException", "token is required");
+        auto info = connector_info_from(in);
+        info.ip_address = req.remote_addr;
+        auto r = svc.register_connector(token, info);
+        res.set_content(json{{"connectorId", r.connector_id}, {"accessKeyId", r.access_key_id}, {"secretAccessKey", r.secret_access_key}}.dump(),
+                        "application/json");
+      });
+    });
+    connector_route("POST", "/connector/v1/heartbeat", [this](const std::string& cid, const httplib::Request& req, httplib::Response& res) {
+      auto w = svc.heartbeat(cid, connector_info_from(body_json(req)), req.remote_addr);
+      res.set_content(json{{"inventoryRequested", w.inventory_requested}, {"runs", w.runs}, {"disassociated", w.disassociated}}.dump(),
+                      "application/json");
+    });
+    connector_route("POST", "/connector/v1/inventory", [this](const std::string& cid, const httplib::Request& req, httplib::Response& res) {
+      json in = body_json(req);
+      std::vector<catalog::Server> servers;
+      for (auto& s : in.at("servers")) servers.push_back(server_from_report(s));
+      svc.report_inventory(cid, in.at("generation").get<int64_t>(), std::move(servers));
+      res.set_content("{}", "application/json");
+    });
+    connector_route("POST", R"(/connector/v1/runs/([\w-]+)/begin)", [this](const std::string& cid, const httplib::Request& req, httplib::Response& res) {
+      auto t = svc.begin_run(cid, req.matches[1]);
+      json completed = json::array(), parents = json::array();
+      for (auto& d : t.completed) completed.push_back({{"name", d.name}, {"snapshotId", d.snapshot_id}, {"size", d.size}});
+      for (auto& [disk, snap] : t.parents) parents.push_back({{"name", disk}, {"snapshotId", snap}});
+      json server = server_json(t.server);
+      const auto& c = t.store_config;
+      json out = {{"runId", t.run_id},
+                  {"jobId", t.job_id},
+                  {"server", server},
+                  {"store", t.store},
+                  {"storeConfig",
+                   {{"id", c.id}, {"chunkSize", c.chunk_size}, {"packSize", c.pack_size}, {"zstdLevel", c.zstd_level}, {"encrypted", c.encrypted}, {"keyId", c.key_id}}},
+                  {"dataKeys", to_hex(t.data_keys)},
+                  {"completed", completed},
+                  {"parents", parents}};
+      res.set_content(out.dump(), "application/json");
+    });
+    connector_route("GET", R"(/connector/v1/stores/([\w.-]+)/chunks)", [this](const std::string& cid, const httplib::Request& req, httplib::Response& res) {
+      auto ids = svc.known_chunks(cid, req.matches[1]);
+      std::string out;
+      out.reserve(ids.size() * 32);
+      for (auto& id : ids) out.append(reinterpret_cast<const char*>(id.bytes.data()), 32);
+      res.set_content(std::move(out), "application/octet-stream");
+    });
+    connector_route("GET", R"(/connector/v1/stores/([\w.-]+)/snapshots/([0-9a-f]+))",
+                    [this](const std::string& cid, const httplib::Request& req, httplib::Response& res) {
+                      res.set_content(svc.snapshot_object(cid, req.matches[1], req.matches[2]), "application/octet-stream");
+                    });
+    connector_route("PUT", R"(/connector/v1/runs/([\w-]+)/packs/([0-9a-f]+))", [this](const std::string& cid, const httplib::Request& req, httplib::Response& res) {
+      svc.receive_pack(cid, req.matches[1], req.matches[2], req.body);
+      res.set_content("{}", "application/json");
+    });
+    connector_route("PUT", R"(/connector/v1/runs/([\w-]+)/indexes/([0-9a-f]+))", [this](const std::string& cid, const httplib::Request& req, httplib::Response& res) {
+      svc.receive_index(cid, req.matches[1], req.matches[2], req.body);
+      res.set_content("{}", "application/json");
+    });
+    connector_route("PUT", R"(/connector/v1/runs/([\w-]+)/snapshots/([0-9a-f]+))", [this](const std::string& cid, const httplib::Request& req, httplib::Response& res) {
+      std::string disk = req.get_header_value("X-Ferry-Disk");
+      if (disk.empty()) throw OperationError("MissingRequiredParameterException", "header X-Ferry-Disk is required");
+      svc.receive_snapshot(cid, req.matches[1], disk, req.matches[2], req.body);
+      res.set_content("{}", "application/json");
+    });
+    connector_route("POST", R"(/connector/v1/runs/([\w-]+)/progress)", [this](const std::string& cid, const httplib::Request& req, httplib::Response& res) {
+      json in = body_json(req);
+      service::RunProgress p;
+      p.stage = in.value("stage", "");
+      p.percent = in.value("percent", 0);
+      p.bytes_total = in.value("bytesTotal", uint64_t{0});
+      p.bytes_done = in.value("bytesDone", uint64_t{0});
+      p.bytes_uploaded = in.value("bytesUploaded", uint64_t{0});
+      bool go_on = svc.run_progress(cid, req.matches[1], p);
+      res.set_content(json{{"continue", go_on}}.dump(), "application/json");
+    });
+    connector_route("POST", R"(/connector/v1/runs/([\w-]+)/complete)", [this](const std::string& cid, const httplib::Request& req, httplib::Response& res) {
+      res.set_content(json{{"imageId", svc.complete_run(cid, req.matches[1])}}.dump(), "application/json");
+    });
+    connector_route("POST", R"(/connector/v1/runs/([\w-]+)/fail)", [this](const std::string& cid, const httplib::Request& req, httplib::Response& res) {
+      svc.fail_run(cid, req.matches[1], body_json(req).value("message", ""));
+      res.set_content("{}", "application/json");
+    });
+  }
+};
+
+HttpServer::HttpServer(service::Service& svc, ListenOptions options) : impl_(std::make_unique<Impl>(Impl{svc, std::move(options), nullptr, 0})) {
+  auto& o = impl_->options;
+  if (o.tls_cert.empty() != o.tls_key.empty()) fail(ErrorKind::kInvalidArgument, "TLS needs both a certificate (--tls-cert) and a key (--tls-key)");
+  if (!o.tls_cert.empty()) {
+    auto ssl = std::make_unique<httplib::SSLServer>(o.tls_cert.c_str(), o.tls_key.c_str());
+    if (!ssl->is_valid()) fail(ErrorKind::kInvalidArgument, "cannot use TLS certificate '" + o.tls_cert + "' with key '" + o.tls_key + "'");
+    impl_->http = std::move(ssl);
+  } else {
+    impl_->http = std::make_unique<httplib::Server>();
+  }
+  impl_->http->set_read_timeout(120);
+  impl_->http->set_write_timeout(120);
+  impl_->http->set_keep_alive_timeout(30);
+  impl_->http->set_payload_max_length(size_t{1} << 30);
+  impl_->routes();
+}
+
+HttpServer::~HttpServer() { stop(); }
+
+std::string HttpServer::bind() {
+  const std::string& a = impl_->options.address;
+  auto colon = a.rfind(':');
+  if (colon == std::string::npos) fail(ErrorKind::kInvalidArgument, "listen address '" + a + "' must be host:port");
+  std::string host = a.substr(0, colon);
+  int port = std::stoi(a.substr(colon + 1));
+  if (port == 0) impl_->port = impl_->http->bind_to_any_port(host.c_str());
+  else impl_->port = impl_->http->bind_to_port(host.c_str(), port) ? port : -1;
+  if (impl_->port <= 0) fail(ErrorKind::kIo, "cannot listen on " + a + " (address in use or not available)");
+  return std::string(impl_->options.tls_cert.empty() ? "http" : "https") + "://" + host + ":" + std::to_string(impl_->port);
+}
+
+void HttpServer::serve() { impl_->http->listen_after_bind(); }
+
+void HttpServer::stop() {
+  if (impl_ && impl_->http) impl_->http->stop();
+}
+
+}  // namespace ferry::api

@@ -1,0 +1,392 @@
+// The SMS operations and ferry's own, as JSON in and JSON out: field names, enum values and error types as in the
+// AWS Server Migration Service API reference (API version 2016-10-24).
+#include <chrono>
+
+#include "api/internal.h"
+#include "common/error.h"
+
+namespace ferry::api {
+
+using service::OperationError;
+using service::Service;
+
+namespace {
+
+catalog::Time now_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// --- Input validation: the SDK sends well-typed JSON; anything else is named precisely. ---
+
+[[noreturn]] void invalid(const std::string& message) { throw OperationError("InvalidParameterException", message); }
+
+void expect_object(const json& in) {
+  if (!in.is_object()) invalid("the request body must be a JSON object");
+}
+
+std::optional<std::string> opt_string(const json& in, const char* key) {
+  if (!in.contains(key) || in[key].is_null()) return std::nullopt;
+  if (!in[key].is_string()) invalid(std::string(key) + " must be a string");
+  return in[key].get<std::string>();
+}
+
+std::string req_string(const json& in, const char* key) {
+  auto v = opt_string(in, key);
+  if (!v || v->empty()) throw OperationError("MissingRequiredParameterException", std::string(key) + " is required");
+  return *v;
+}
+
+std::optional<int64_t> opt_int(const json& in, const char* key) {
+  if (!in.contains(key) || in[key].is_null()) return std::nullopt;
+  if (!in[key].is_number_integer()) invalid(std::string(key) + " must be an integer");
+  return in[key].get<int64_t>();
+}
+
+std::optional<bool> opt_bool(const json& in, const char* key) {
+  if (!in.contains(key) || in[key].is_null()) return std::nullopt;
+  if (!in[key].is_boolean()) invalid(std::string(key) + " must be true or false");
+  return in[key].get<bool>();
+}
+
+// Timestamps arrive as epoch seconds (possibly fractional).
+std::optional<catalog::Time> opt_time(const json& in, const char* key) {
+  if (!in.contains(key) || in[key].is_null()) return std::nullopt;
+  if (!in[key].is_number()) invalid(std::string(key) + " must be a timestamp in epoch seconds");
+  double v = in[key].get<double>();
+  if (v < 0 || v > 32503680000.0) invalid(std::string(key) + " is out of range");
+  return static_cast<catalog::Time>(v);
+}
+
+catalog::PageRequest page_of(const json& in) {
+  catalog::PageRequest p;
+  p.token = opt_string(in, "nextToken").value_or("");
+  auto max = opt_int(in, "maxResults");
+  if (max && (*max < 1 || *max > 1000)) invalid("maxResults must be between 1 and 1000");
+  p.max_results = static_cast<int>(max.value_or(50));
+  return p;
+}
+
+template <class T>
+auto paged(Service& svc, const std::function<catalog::Page<T>()>& fn) {
+  (void)svc;
+  try {
+    return fn();
+  } catch (const OperationError&) {
+    throw;
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::kInvalidArgument) invalid(e.what());
+    throw;
+  }
+}
+
+json page_out(json out, const std::string& next) {
+  if (!next.empty()) out["nextToken"] = next;
+  return out;
+}
+
+json vm_server_json(const catalog::Server& s) {
+  return {{"vmServerAddress", {{"vmManagerId", s.vm_manager_id}, {"vmId", s.vm_id}}},
+          {"vmName", s.vm_name},
+          {"vmManagerName", s.vm_manager_name},
+          {"vmManagerType", s.vm_manager_type},
+          {"vmPath", s.vm_path}};
+}
+
+json run_json(const catalog::ReplicationRun& r) {
+  json j = {{"replicationRunId", r.id},
+            {"state", r.state},
+            {"type", r.type},
+            {"stageDetails", {{"stage", r.stage}, {"stageProgress", r.stage_progress}}},
+            {"scheduledStartTime", r.scheduled_start},
+            {"encrypted", r.encrypted},
+            // ferry's additions, ignored by SMS clients: bytes for progress bars.
+            {"bytesTotal", r.bytes_total},
+            {"bytesDone", r.bytes_done},
+            {"bytesUploaded", r.bytes_uploaded}};
+  if (!r.status_message.empty()) j["statusMessage"] = r.status_message;
+  if (!r.ami_id.empty()) j["amiId"] = r.ami_id;
+  if (r.completed_time) j["completedTime"] = r.completed_time;
+  if (!r.description.empty()) j["description"] = r.description;
+  if (!r.kms_key_id.empty()) j["kmsKeyId"] = r.kms_key_id;
+  return j;
+}
+
+json job_json(Service& svc, const catalog::ReplicationJob& job, bool with_runs) {
+  json j = {{"replicationJobId", job.id},
+            {"serverId", job.server_id},
+            {"serverType", "VIRTUAL_MACHINE"},
+            {"seedReplicationTime", job.seed_time},
+            {"frequency", job.frequency_hours},
+            {"runOnce", job.run_once},
+            {"licenseType", job.license_type},
+            {"state", job.state},
+            {"numberOfRecentAmisToKeep", job.number_of_recent_amis_to_keep},
+            {"encrypted", job.encrypted}};
+  if (job.next_run_time) j["nextReplicationRunStartTime"] = job.next_run_time;
+  if (!job.role_name.empty()) j["roleName"] = job.role_name;
+  if (!job.latest_ami_id.empty()) j["latestAmiId"] = job.latest_ami_id;
+  if (!job.status_message.empty()) j["statusMessage"] = job.status_message;
+  if (!job.description.empty()) j["description"] = job.description;
+  if (!job.kms_key_id.empty()) j["kmsKeyId"] = job.kms_key_id;
+  if (auto server = svc.catalog().get_server(job.server_id)) j["vmServer"] = vm_server_json(*server);
+  if (with_runs) {
+    catalog::PageRequest p;
+    p.max_results = 25;
+    json runs = json::array();
+    for (auto& r : svc.catalog().list_runs(job.id, p).items) runs.push_back(run_json(r));
+    j["replicationRunList"] = runs;
+  }
+  return j;
+}
+
+Service::JobRequest job_request(const json& in) {
+  Service::JobRequest r;
+  r.seed_time = opt_time(in, "seedReplicationTime");
+  if (auto f = opt_int(in, "frequency")) r.frequency = static_cast<int>(*f);
+  r.run_once = opt_bool(in, "runOnce");
+  r.license_type = opt_string(in, "licenseType");
+  r.role_name = opt_string(in, "roleName");
+  r.description = opt_string(in, "description");
+  if (auto k = opt_int(in, "numberOfRecentAmisToKeep")) r.keep = static_cast<int>(*k);
+  r.encrypted = opt_bool(in, "encrypted");
+  r.kms_key_id = opt_string(in, "kmsKeyId");
+  return r;
+}
+
+const char* catalog_status_name(catalog::CatalogStatus s) {
+  switch (s) {
+    case catalog::CatalogStatus::kNotImported: return "NOT_IMPORTED";
+    case catalog::CatalogStatus::kImporting: return "IMPORTING";
+    case catalog::CatalogStatus::kAvailable: return "AVAILABLE";
+    case catalog::CatalogStatus::kDeleted: return "DELETED";
+  }
+  return "NOT_IMPORTED";
+}
+
+json image_json(const catalog::Image& i) {
+  json disks = json::array();
+  for (auto& d : i.disks) disks.push_back({{"name", d.name}, {"snapshotId", d.snapshot_id}, {"size", d.size}});
+  return {{"imageId", i.id},  {"replicationJobId", i.job_id}, {"replicationRunId", i.run_id}, {"serverId", i.server_id},
+          {"store", i.store}, {"createdOn", i.created},     {"disks", disks}};
+}
+
+// --- SMS operations ---
+
+json get_connectors(Service& svc, const json& in) {
+  expect_object(in);
+  auto page = paged<catalog::Connector>(svc, [&] { return svc.catalog().list_connectors(page_of(in)); });
+  json list = json::array();
+  auto now = now_seconds();
+  for (auto& c : page.items) list.push_back(connector_json(c, svc.connector_healthy(c, now)));
+  return page_out({{"connectorList", list}}, page.next_token);
+}
+
+json disassociate_connector(Service& svc, const json& in) {
+  expect_object(in);
+  svc.disassociate_connector(req_string(in, "connectorId"));
+  return json::object();
+}
+
+json import_server_catalog(Service& svc, const json& in) {
+  expect_object(in);
+  svc.import_server_catalog();
+  return json::object();
+}
+
+json get_servers(Service& svc, const json& in) {
+  expect_object(in);
+  std::vector<std::pair<std::string, std::string>> filter;
+  if (in.contains("vmServerAddressList") && !in["vmServerAddressList"].is_null()) {
+    if (!in["vmServerAddressList"].is_array()) invalid("vmServerAddressList must be a list");
+    for (auto& a : in["vmServerAddressList"]) {
+      if (!a.is_object()) invalid("vmServerAddressList entries must be objects");
+      filter.emplace_back(opt_string(a, "vmManagerId").value_or(""), opt_string(a, "vmId").value_or(""));
+    }
+  }
+  auto page = paged<catalog::Server>(svc, [&] { return svc.catalog().list_servers(page_of(in), filter); });
+  json list = json::array();
+  for (auto& s : page.items) list.push_back(server_json(s));
+  json out = {{"serverList", list}, {"serverCatalogStatus", catalog_status_name(svc.catalog().catalog_status())}};
+  if (auto t = svc.catalog().catalog_modified()) out["lastModifiedOn"] = t;
+  return page_out(out, page.next_token);
+}
+
+json delete_server_catalog(Service& svc, const json& in) {
+  expect_object(in);
+  svc.delete_server_catalog();
+  return json::object();
+}
+
+json create_replication_job(Service& svc, const json& in) {
+  expect_object(in);
+  auto r = job_request(in);
+  r.server_id = req_string(in, "serverId");
+  if (!r.seed_time) throw OperationError("MissingRequiredParameterException", "seedReplicationTime is required");
+  return {{"replicationJobId", svc.create_job(r)}};
+}
+
+json get_replication_jobs(Service& svc, const json& in) {
+  expect_object(in);
+  json list = json::array();
+  if (auto id = opt_string(in, "replicationJobId"); id && !id->empty()) {
+    list.push_back(job_json(svc, svc.get_job(*id), true));
+    return {{"replicationJobList", list}};
+  }
+  auto page = paged<catalog::ReplicationJob>(svc, [&] { return svc.catalog().list_jobs(page_of(in)); });
+  for (auto& j : page.items) list.push_back(job_json(svc, j, true));
+  return page_out({{"replicationJobList", list}}, page.next_token);
+}
+
+json update_replication_job(Service& svc, const json& in) {
+  expect_object(in);
+  std::string id = req_string(in, "replicationJobId");
+  auto r = job_request(in);
+  if (auto t = opt_time(in, "nextReplicationRunStartTime")) r.seed_time = *t;
+  svc.update_job(id, r);
+  return json::object();
+}
+
+json delete_replication_job(Service& svc, const json& in) {
+  expect_object(in);
+  svc.delete_job(req_string(in, "replicationJobId"));
+  return json::object();
+}
+
+json start_on_demand_replication_run(Service& svc, const json& in) {
+  expect_object(in);
+  std::string id = req_string(in, "replicationJobId");
+  return {{"replicationRunId", svc.start_on_demand_run(id, opt_string(in, "description").value_or(""))}};
+}
+
+json get_replication_runs(Service& svc, const json& in) {
+  expect_object(in);
+  std::string id = req_string(in, "replicationJobId");
+  auto job = svc.get_job(id);
+  auto page = paged<catalog::ReplicationRun>(svc, [&] { return svc.catalog().list_runs(id, page_of(in)); });
+  json list = json::array();
+  for (auto& r : page.items) list.push_back(run_json(r));
+  return page_out({{"replicationJob", job_json(svc, job, false)}, {"replicationRunList", list}}, page.next_token);
+}
+
+// --- ferry's own operations ---
+
+json create_registration_token(Service& svc, const json& in) {
+  expect_object(in);
+  int64_t hours = opt_int(in, "validHours").value_or(24);
+  if (hours < 1 || hours > 24 * 30) invalid("validHours must be between 1 and 720");
+  std::string token = svc.create_registration_token(std::chrono::hours(hours));
+  return {{"registrationToken", token}, {"expiresOn", now_seconds() + hours * 3600}};
+}
+
+json list_images(Service& svc, const json& in) {
+  expect_object(in);
+  std::string job = opt_string(in, "replicationJobId").value_or("");
+  if (!job.empty()) (void)svc.get_job(job);
+  json list = json::array();
+  for (auto& i : svc.images(job)) list.push_back(image_json(i));
+  return {{"imageList", list}};
+}
+
+json export_image(Service& svc, const json& in) {
+  expect_object(in);
+  std::string out = req_string(in, "outputPath");
+  if (out.front() != '/') invalid("outputPath must be an absolute path on the server");
+  svc.export_image(req_string(in, "imageId"), opt_string(in, "diskName").value_or(""), opt_string(in, "format").value_or("raw"), out);
+  return {{"outputPath", out}};
+}
+
+json delete_image(Service& svc, const json& in) {
+  expect_object(in);
+  svc.delete_image(req_string(in, "imageId"));
+  return json::object();
+}
+
+}  // namespace
+
+json connector_json(const catalog::Connector& c, bool healthy) {
+  json j = {{"connectorId", c.id},
+            {"version", c.version},
+            {"status", healthy ? "HEALTHY" : "UNHEALTHY"},
+            {"capabilityList", c.capabilities},
+            {"vmManagerName", c.vm_manager_name},
+            {"vmManagerType", c.vm_manager_type},
+            {"vmManagerId", c.vm_manager_id},
+            {"ipAddress", c.ip_address},
+            {"macAddress", c.mac_address},
+            {"associatedOn", c.associated_on}};
+  return j;
+}
+
+catalog::Connector connector_info_from(const json& j) {
+  catalog::Connector c;
+  c.name = opt_string(j, "name").value_or("");
+  c.version = opt_string(j, "version").value_or("");
+  if (j.contains("capabilities") && j["capabilities"].is_array())
+    for (auto& x : j["capabilities"]) c.capabilities.push_back(x.get<std::string>());
+  c.vm_manager_type = opt_string(j, "vmManagerType").value_or("");
+  c.vm_manager_name = opt_string(j, "vmManagerName").value_or("");
+  c.vm_manager_id = opt_string(j, "vmManagerId").value_or("");
+  c.mac_address = opt_string(j, "macAddress").value_or("");
+  return c;
+}
+
+json server_json(const catalog::Server& s) {
+  json j = {{"serverId", s.id}, {"serverType", s.server_type}, {"vmServer", vm_server_json(s)}, {"replicationJobTerminated", s.replication_job_terminated}};
+  if (!s.replication_job_id.empty()) j["replicationJobId"] = s.replication_job_id;
+  // ferry's additions: what the connector found, and why a server cannot be replicated.
+  json disks = json::array();
+  for (auto& d : s.disks) disks.push_back({{"name", d.name}, {"path", d.path}, {"format", d.format}, {"size", d.size}});
+  j["connectorId"] = s.connector_id;
+  j["guestOs"] = s.guest_os;
+  j["cpus"] = s.cpus;
+  j["memoryMiB"] = s.memory_mib;
+  j["disks"] = disks;
+  if (!s.error.empty()) j["error"] = s.error;
+  return j;
+}
+
+catalog::Server server_from_report(const json& j) {
+  catalog::Server s;
+  s.vm_id = req_string(j, "vmId");
+  s.vm_name = opt_string(j, "vmName").value_or(s.vm_id);
+  s.vm_path = opt_string(j, "vmPath").value_or("");
+  s.vm_manager_id = opt_string(j, "vmManagerId").value_or("");
+  s.vm_manager_type = opt_string(j, "vmManagerType").value_or("");
+  s.vm_manager_name = opt_string(j, "vmManagerName").value_or("");
+  s.guest_os = opt_string(j, "guestOs").value_or("");
+  s.cpus = static_cast<int>(opt_int(j, "cpus").value_or(0));
+  s.memory_mib = static_cast<uint64_t>(opt_int(j, "memoryMiB").value_or(0));
+  s.error = opt_string(j, "error").value_or("");
+  if (j.contains("disks") && j["disks"].is_array())
+    for (auto& d : j["disks"])
+      s.disks.push_back({req_string(d, "name"), req_string(d, "path"), opt_string(d, "format").value_or(""),
+                         static_cast<uint64_t>(opt_int(d, "size").value_or(0))});
+  return s;
+}
+
+const std::map<std::string, Operation>& operations() {
+  static const std::map<std::string, Operation> ops = [] {
+    std::map<std::string, Operation> m;
+    auto sms = [&](const std::string& name, Operation op) { m["AWSServerMigrationService_V2016_10_24." + name] = std::move(op); };
+    auto own = [&](const std::string& name, Operation op) { m["FerryService_V1." + name] = std::move(op); };
+    sms("GetConnectors", get_connectors);
+    sms("DisassociateConnector", disassociate_connector);
+    sms("ImportServerCatalog", import_server_catalog);
+    sms("GetServers", get_servers);
+    sms("DeleteServerCatalog", delete_server_catalog);
+    sms("CreateReplicationJob", create_replication_job);
+    sms("GetReplicationJobs", get_replication_jobs);
+    sms("UpdateReplicationJob", update_replication_job);
+    sms("DeleteReplicationJob", delete_replication_job);
+    sms("StartOnDemandReplicationRun", start_on_demand_replication_run);
+    sms("GetReplicationRuns", get_replication_runs);
+    own("CreateRegistrationToken", create_registration_token);
+    own("ListImages", list_images);
+    own("ExportImage", export_image);
+    own("DeleteImage", delete_image);
+    return m;
+  }();
+  return ops;
+}
+
+}  // namespace ferry::api

@@ -1,0 +1,183 @@
+// `ferry server` and `ferry connector`: the two long-running processes.
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <iostream>
+#include <thread>
+
+#include "api/server.h"
+#include "cli/commands.h"
+#include "cli/output.h"
+#include "client/client.h"
+#include "common/fs.h"
+#include "common/log.h"
+#include "connector/connector.h"
+#include "service/service.h"
+
+namespace ferry::cli {
+
+namespace {
+
+// Blocks SIGINT/SIGTERM in every thread and runs `on_signal` on a dedicated thread when one arrives.
+class SignalWatcher {
+ public:
+  explicit SignalWatcher(std::function<void()> on_signal) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    thread_ = std::thread([this, set, fn = std::move(on_signal)] {
+      int sig = 0;
+      sigwait(&set, &sig);
+      if (!done_) fn();
+    });
+  }
+  ~SignalWatcher() {
+    // Wake the watcher if no signal came.
+    done_ = true;
+    pthread_kill(thread_.native_handle(), SIGTERM);
+    thread_.join();
+  }
+
+ private:
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
+
+struct ServerArgs {
+  std::string data = "/var/lib/ferry";
+  std::string listen = "127.0.0.1:8443";
+  std::string tls_cert, tls_key;
+  std::string address_file;
+  bool json_logs = false;
+  std::string log_level = "info";
+  int connector_timeout = 30;
+  int run_stall_timeout = 600;
+  int pending_timeout = 3600;
+  int max_failures = 3;
+  std::string verify = "authenticate";
+  std::string profile;  // init: also save the admin key as this profile
+  std::string endpoint; // init: endpoint to save in the profile
+  bool json = false;
+};
+
+int server_init(const ServerArgs& a) {
+  auto r = service::init_data_dir(a.data);
+  if (!a.profile.empty()) {
+    client::Profile p;
+    p.endpoint = a.endpoint.empty() ? "http://" + a.listen : a.endpoint;
+    p.credentials = {r.access_key_id, r.secret_access_key};
+    client::save_profile(client::default_config_path(), a.profile, p);
+  }
+  if (a.json) {
+    print_json({{"dataDir", a.data}, {"accessKeyId", r.access_key_id}, {"secretAccessKey", r.secret_access_key}, {"masterKeyId", r.master_key_id}});
+    return 0;
+  }
+  std::cout << "Created ferry server data directory " << a.data << "\n"
+            << "  master key:        " << r.master_key_id << " (in " << a.data << "/keyring; back it up: without it encrypted images are lost)\n"
+            << "  admin access key:  " << r.access_key_id << "\n"
+            << "  admin secret key:  " << r.secret_access_key << "\n"
+            << "The secret is shown only this once.";
+  if (!a.profile.empty()) std::cout << " It was saved as profile '" << a.profile << "' in " << client::default_config_path() << ".";
+  std::cout << "\nStart the server with: ferry server --data " << a.data << "\n";
+  return 0;
+}
+
+int server_run(const ServerArgs& a) {
+  init_logging(a.json_logs, a.log_level);
+  service::Config config;
+  config.data_dir = a.data;
+  config.connector_timeout = std::chrono::seconds(a.connector_timeout);
+  config.run_stall_timeout = std::chrono::seconds(a.run_stall_timeout);
+  config.pending_timeout = std::chrono::seconds(a.pending_timeout);
+  config.max_consecutive_failures = a.max_failures;
+  if (a.verify == "full") config.verify = store::Repository::Verify::kFull;
+  else if (a.verify != "authenticate") fail(ErrorKind::kInvalidArgument, "--verify-uploads must be 'authenticate' or 'full'");
+  service::Service svc(config);
+  api::HttpServer http(svc, {a.listen, a.tls_cert, a.tls_key});
+  std::string url = http.bind();
+  if (!a.address_file.empty()) write_file_atomic(a.address_file, url + "\n");
+  svc.start_scheduler();
+  SignalWatcher signals([&] {
+    spdlog::info("stopping");
+    http.stop();
+  });
+  spdlog::info("ferry server {} listening on {} (data {})", FERRY_VERSION, url, a.data);
+  http.serve();
+  svc.stop();
+  spdlog::info("stopped");
+  return 0;
+}
+
+struct ConnectorArgs {
+  connector::Config config;
+  std::string config_file;
+  int poll_ms = 2000;
+  bool json_logs = false;
+  std::string log_level = "info";
+};
+
+int connector_run(ConnectorArgs& a) {
+  init_logging(a.json_logs, a.log_level);
+  if (a.config_file.empty()) fail(ErrorKind::kInvalidArgument, "give the VM managers to serve with --config FILE");
+  connector::Config c = connector::load_config(a.config_file, a.config);
+  c.poll_interval = std::chrono::milliseconds(a.poll_ms);
+  if (c.state_dir.empty()) fail(ErrorKind::kInvalidArgument, "give a state directory with --state DIR");
+  std::atomic<bool> stop{false};
+  SignalWatcher signals([&] {
+    spdlog::info("stopping");
+    stop = true;
+  });
+  connector::run(c, stop);
+  return 0;
+}
+
+}  // namespace
+
+void add_service_commands(CLI::App& app, std::function<int()>& action) {
+  static ServerArgs server;
+  auto* s = app.add_subcommand("server", "Run the ferry server (API, catalog, scheduler, image store)");
+  s->require_subcommand(0, 1);
+  auto add_data = [](CLI::App* cmd) { cmd->add_option("--data", server.data, "Data directory")->envname("FERRY_DATA")->capture_default_str(); };
+  add_data(s);
+  s->add_option("--listen", server.listen, "host:port to listen on (port 0: any free port)")->capture_default_str();
+  s->add_option("--tls-cert", server.tls_cert, "PEM certificate: serve HTTPS");
+  s->add_option("--tls-key", server.tls_key, "PEM private key of --tls-cert");
+  s->add_option("--address-file", server.address_file, "Write the URL the server listens on to this file");
+  s->add_flag("--log-json", server.json_logs, "Logs as JSON lines");
+  s->add_option("--log-level", server.log_level, "debug, info, warn or error")->capture_default_str();
+  s->add_option("--connector-timeout", server.connector_timeout, "Seconds without heartbeat before a connector is UNHEALTHY")->capture_default_str();
+  s->add_option("--run-stall-timeout", server.run_stall_timeout, "Seconds an ACTIVE run may go without progress while its connector is unhealthy")->capture_default_str();
+  s->add_option("--pending-timeout", server.pending_timeout, "Seconds a run may wait for a connector")->capture_default_str();
+  s->add_option("--max-failures", server.max_failures, "Consecutive failed runs before a job is PAUSED_ON_FAILURE")->capture_default_str();
+  s->add_option("--verify-uploads", server.verify, "authenticate (every blob's GCM tag) or full (also decompress and rehash)")->capture_default_str();
+  s->callback([s, &action] {
+    if (s->get_subcommands().empty()) action = [] { return server_run(server); };
+  });
+  auto* init = s->add_subcommand("init", "Create a data directory, master key and the first admin access key");
+  add_data(init);
+  init->add_option("--save-profile", server.profile, "Also save the admin key as this profile in the ferry config file");
+  init->add_option("--endpoint", server.endpoint, "Endpoint to save in the profile (default http://<listen>)");
+  init->add_option("--listen", server.listen, "host:port the server will listen on")->capture_default_str();
+  init->add_flag("--json", server.json, "Machine-readable output");
+  init->callback([&action] { action = [] { return server_init(server); }; });
+
+  static ConnectorArgs conn;
+  auto* c = app.add_subcommand("connector", "Run a connector next to the source machines");
+  c->add_option("--server", conn.config.server, "Server URL (http://host:port)")->envname("FERRY_SERVER");
+  c->add_option("--token", conn.config.token, "One-time registration token (first start)")->envname("FERRY_REGISTRATION_TOKEN");
+  c->add_option("--config", conn.config_file, "Connector configuration (JSON: VM managers to serve)")->required();
+  c->add_option("--state", conn.config.state_dir, "State directory (its credentials)")->required();
+  c->add_option("--name", conn.config.name, "Name shown in GetConnectors (default: host name)");
+  c->add_option("--ca-file", conn.config.ca_file, "CA bundle for an https server");
+  c->add_option("--poll-interval-ms", conn.poll_ms, "Heartbeat interval")->capture_default_str();
+  c->add_option("--threads", conn.config.threads, "Replication worker threads (default: one per core)");
+  c->add_option("--max-runs", conn.config.max_runs, "Runs done at the same time")->capture_default_str();
+  c->add_flag("--log-json", conn.json_logs, "Logs as JSON lines");
+  c->add_option("--log-level", conn.log_level, "debug, info, warn or error")->capture_default_str();
+  c->callback([&action] { action = [] { return connector_run(conn); }; });
+}
+
+}  // namespace ferry::cli

@@ -1,0 +1,481 @@
+// The connector: registration, heartbeats, inventory reports, and runs executed through a repository view whose
+// backend uploads to the server.
+#include "connector/connector.h"
+
+#include <unistd.h>
+
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "client/client.h"
+#include "common/fs.h"
+#include "common/hex.h"
+#include "common/log.h"
+#include "common/progress.h"
+#include "disk/disk.h"
+#include "replicate/replicate.h"
+#include "store/repository.h"
+
+namespace ferry::connector {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string hostname() {
+  char buf[256] = {};
+  ::gethostname(buf, sizeof buf - 1);
+  return buf;
+}
+
+// What the connector tells the server about itself (registration and every heartbeat).
+json self_description(const Config& c) {
+  std::set<std::string> caps;
+  std::string type, names;
+  for (auto& m : c.managers) {
+    auto plugin = inventory::make_plugin(m);
+    for (auto& cap : plugin->capabilities()) caps.insert(cap);
+    if (type.empty()) type = plugin->manager_type();
+    else if (type != plugin->manager_type()) type = "MULTIPLE";
+    names += (names.empty() ? "" : ",") + m.name;
+  }
+  return {{"name", c.name.empty() ? hostname() : c.name},
+          {"version", FERRY_VERSION},
+          {"capabilities", std::vector<std::string>(caps.begin(), caps.end())},
+          {"vmManagerType", type},
+          {"vmManagerName", names},
+          {"vmManagerId", c.name.empty() ? hostname() : c.name},
+          {"macAddress", ""}};
+}
+
+struct Credentials {
+  std::string connector_id;
+  client::Profile profile;
+};
+
+fs::path credentials_file(const Config& c) { return c.state_dir / "credentials.json"; }
+
+Credentials load_or_register(const Config& c) {
+  fs::path file = credentials_file(c);
+  Credentials creds;
+  creds.profile.endpoint = c.server;
+  creds.profile.ca_file = c.ca_file;
+  if (fs::exists(file)) {
+    json j = json::parse(read_file(file));
+    creds.connector_id = j.at("connectorId");
+    creds.profile.credentials = {j.at("accessKeyId"), j.at("secretAccessKey")};
+    if (creds.profile.endpoint.empty()) creds.profile.endpoint = j.value("server", "");
+    return creds;
+  }
+  if (c.token.empty())
+    fail(ErrorKind::kInvalidArgument, "this connector is not registered yet (no " + file.string() +
+                                          "): give a registration token with --token (create one with 'ferry connectors token')");
+  if (c.server.empty()) fail(ErrorKind::kInvalidArgument, "no server given: use --server URL");
+  // Registration is the one unsigned request: the token is the credential.
+  client::Client anon(creds.profile, "ferry-connector");
+  json body = self_description(c);
+  body["token"] = c.token;
+  client::Response r = anon.send("POST", "/connector/v1/register", body.dump(), "application/json");
+  client::throw_if_error(r);
+  json j = json::parse(r.body);
+  creds.connector_id = j.at("connectorId");
+  creds.profile.credentials = {j.at("accessKeyId"), j.at("secretAccessKey")};
+  fs::create_directories(c.state_dir);
+  json saved = {{"connectorId", creds.connector_id}, {"accessKeyId", creds.profile.credentials.access_key_id},
+                {"secretAccessKey", creds.profile.credentials.secret_access_key}, {"server", c.server}};
+  write_file_atomic(file, saved.dump(2) + "\n", 0600);
+  spdlog::info("registered with {} as connector {}", c.server, creds.connector_id);
+  return creds;
+}
+
+json inventory_report(const Config& c) {
+  json servers = json::array();
+  for (auto& m : c.managers) {
+    auto plugin = inventory::make_plugin(m);
+    std::vector<inventory::VmInfo> vms;
+    try {
+      vms = plugin->discover();
+    } catch (const std::exception& e) {
+      spdlog::error("inventory of {} '{}' failed: {}", m.type, m.name, e.what());
+      continue;
+    }
+    for (auto& vm : vms) {
+      json disks = json::array();
+      for (auto& d : vm.disks) disks.push_back({{"name", d.name}, {"path", d.path}, {"format", d.format}, {"size", d.size}});
+      // vm ids are unique per manager; several managers on one connector are told apart by the manager id.
+      servers.push_back({{"vmId", vm.vm_id},
+                         {"vmName", vm.name},
+                         {"vmPath", vm.path},
+                         {"vmManagerId", m.type + ":" + m.name},
+                         {"vmManagerType", plugin->manager_type()},
+                         {"vmManagerName", m.name},
+                         {"guestOs", vm.guest_os},
+                         {"cpus", vm.cpus},
+                         {"memoryMiB", vm.memory_mib},
+                         {"disks", disks},
+                         {"error", vm.error}});
+      if (!vm.error.empty()) spdlog::warn("{} '{}': VM '{}' cannot be replicated: {}", m.type, m.name, vm.name, vm.error);
+    }
+  }
+  return servers;
+}
+
+// A store::Backend that is the server: packs, index files and snapshots written by the run's ChunkWriter and
+// replicate() are uploaded; the parent snapshot is downloaded. Nothing is removed: packs of a failed attempt stay
+// on the server, which indexes them, so the retry does not send them again.
+class UploadBackend : public store::Backend {
+ public:
+  UploadBackend(client::Client& client, std::string run_id, std::string store, std::map<std::string, std::string> parents)
+      : client_(client), run_id_(std::move(run_id)), store_(std::move(store)), parents_(std::move(parents)) {}
+
+  void set_disk(const std::string& disk) {
+    std::lock_guard lock(mu_);
+    disk_ = disk;
+  }
+  uint64_t uploaded() const { return uploaded_.load(); }
+
+  std::string location() const override { return client_.profile().endpoint + " store '" + store_ + "'"; }
+
+  void put(store::ObjectType type, const std::string& name, std::string_view data) override {
+    if (type == store::ObjectType::kIndex) {
+      upload("/connector/v1/runs/" + run_id_ + "/indexes/" + name, data, {});
+    } else if (type == store::ObjectType::kSnapshot) {
+      std::string disk;
+      {
+        std::lock_guard lock(mu_);
+        disk = disk_;
+      }
+      upload("/connector/v1/runs/" + run_id_ + "/snapshots/" + name, data, {{"X-Ferry-Disk", disk}});
+    } else {
+      fail(ErrorKind::kUnsupported, std::string("a connector does not write ") + store::to_string(type) + " objects");
+    }
+  }
+
+  class PackUpload : public store::ObjectWriter {
+   public:
+    explicit PackUpload(UploadBackend& b) : b_(b) {}
+    void append(std::string_view data) override { buf_.append(data); }
+    uint64_t size() const override { return buf_.size(); }
+    void commit(const std::string& name) override { b_.upload("/connector/v1/runs/" + b_.run_id_ + "/packs/" + name, buf_, {}); }
+
+   private:
+    UploadBackend& b_;
+    std::string buf_;
+  };
+  std::unique_ptr<store::ObjectWriter> create(store::ObjectType type) override {
+    if (type != store::ObjectType::kPack) fail(ErrorKind::kUnsupported, "a connector streams only packs");
+    return std::make_unique<PackUpload>(*this);
+  }
+
+  std::string get(store::ObjectType type, const std::string& name) override {
+    if (type != store::ObjectType::kSnapshot) fail(ErrorKind::kUnsupported, "a connector reads only snapshots from the server");
+    auto r = client_.send("GET", "/connector/v1/stores/" + store_ + "/snapshots/" + name, "", "application/octet-stream");
+    client::throw_if_error(r);
+    return r.body;
+  }
+  void read_range(store::ObjectType, const std::string& name, uint64_t, size_t, char*) override {
+    fail(ErrorKind::kUnsupported, "a connector cannot read '" + name + "' from the server");
+  }
+  uint64_t size(store::ObjectType, const std::string& name) override {
+    fail(ErrorKind::kUnsupported, "a connector cannot stat '" + name + "' on the server");
+  }
+  bool exists(store::ObjectType type, const std::string& name) override {
+    if (type != store::ObjectType::kSnapshot) return false;
+    for (auto& [disk, id] : parents_)
+      if (id == name) return true;
+    return false;
+  }
+  // Only the parent of the disk being replicated is visible, which is all replicate() looks for.
+  std::vector<std::string> list(store::ObjectType type) override {
+    if (type != store::ObjectType::kSnapshot) return {};
+    std::lock_guard lock(mu_);
+    auto it = parents_.find(disk_);
+    if (it == parents_.end()) return {};
+    return {it->second};
+  }
+  void remove(store::ObjectType, const std::string&) override {}
+  std::unique_ptr<Lock> lock(LockKind, const std::string&) override { return std::make_unique<Lock>(); }
+
+ private:
+  void upload(const std::string& path, std::string_view data, std::vector<std::pair<std::string, std::string>> headers) {
+    auto r = client_.send("PUT", path, std::string(data), "application/octet-stream", headers);
+    client::throw_if_error(r);
+    uploaded_ += data.size();
+  }
+
+  client::Client& client_;
+  std::string run_id_, store_;
+  std::map<std::string, std::string> parents_;  // disk name -> parent snapshot id
+  std::mutex mu_;
+  std::string disk_;
+  std::atomic<uint64_t> uploaded_{0};
+};
+
+class Agent {
+ public:
+  Agent(const Config& config, const std::atomic<bool>& stop) : config_(config), stop_(stop) {}
+
+  void run() {
+    creds_ = load_or_register(config_);
+    client_ = std::make_unique<client::Client>(creds_.profile, "ferry-connector");
+    // A server restart must not kill runs: uploads wait for it as long as a run may stall.
+    client_->set_retry_for(std::chrono::minutes(10));
+    heartbeat_client_ = std::make_unique<client::Client>(creds_.profile, "ferry-connector");
+    heartbeat_client_->set_retry_for(std::chrono::seconds(0));
+    spdlog::info("connector {} serving {} VM manager(s), server {}", creds_.connector_id, config_.managers.size(), creds_.profile.endpoint);
+    while (!stop_) {
+      try {
+        poll();
+      } catch (const client::ApiError& e) {
+        spdlog::error("heartbeat: {}", e.what());
+        if (e.status() == 400 || e.status() == 403) {
+          if (e.type() == "UnrecognizedClientException") fail(ErrorKind::kUnauthorized, "the server no longer knows this connector's access key (disassociated?)");
+        }
+      } catch (const std::exception& e) {
+        spdlog::warn("heartbeat: {}", e.what());
+      }
+      if (disassociated_) break;
+      for (auto waited = std::chrono::milliseconds(0); waited < config_.poll_interval && !stop_; waited += std::chrono::milliseconds(50))
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    for (auto& [id, t] : workers_)
+      if (t.joinable()) t.join();
+    if (disassociated_) fail(ErrorKind::kUnauthorized, "connector " + creds_.connector_id + " was disassociated from the server; stopping");
+  }
+
+ private:
+  void poll() {
+    auto r = heartbeat_client_->send("POST", "/connector/v1/heartbeat", self_description(config_).dump(), "application/json");
+    client::throw_if_error(r);
+    json w = json::parse(r.body);
+    if (w.value("disassociated", false)) {
+      disassociated_ = true;
+      return;
+    }
+    int64_t requested = w.value("inventoryRequested", int64_t{0});
+    if (requested > reported_) {
+      json body = {{"generation", requested}, {"servers", inventory_report(config_)}};
+      auto ir = client_->send("POST", "/connector/v1/inventory", body.dump(), "application/json");
+      client::throw_if_error(ir);
+      reported_ = requested;
+    }
+    reap();
+    for (auto& id : w.value("runs", std::vector<std::string>{})) {
+      std::lock_guard lock(mu_);
+      if (workers_.count(id) || active_.size() >= config_.max_runs) continue;
+      active_.insert(id);
+      workers_[id] = std::thread([this, id] {
+        do_run(id);
+        std::lock_guard l(mu_);
+        active_.erase(id);
+        finished_.push_back(id);
+      });
+    }
+  }
+
+  void reap() {
+    std::vector<std::thread> done;
+    {
+      std::lock_guard lock(mu_);
+      for (auto& id : finished_) {
+        done.push_back(std::move(workers_[id]));
+        workers_.erase(id);
+      }
+      finished_.clear();
+    }
+    for (auto& t : done) t.join();
+  }
+
+  void do_run(const std::string& run_id) {
+    try {
+      execute(run_id);
+    } catch (const client::ApiError& e) {
+      // The server refused something about the run itself (deleted, no longer ACTIVE): nothing to report back.
+      spdlog::error("run {}: {}", run_id, e.what());
+      if (e.type() != "OperationNotPermittedException") report_failure(run_id, e.what());
+    } catch (const std::exception& e) {
+      spdlog::error("run {} failed: {}", run_id, e.what());
+      report_failure(run_id, e.what());
+    }
+  }
+
+  void report_failure(const std::string& run_id, const std::string& message) {
+    try {
+      auto r = client_->send("POST", "/connector/v1/runs/" + run_id + "/fail", json{{"message", message}}.dump(), "application/json");
+      client::throw_if_error(r);
+    } catch (const std::exception& e) {
+      spdlog::error("run {}: could not report the failure: {}", run_id, e.what());
+    }
+  }
+
+  void execute(const std::string& run_id) {
+    auto r = client_->send("POST", "/connector/v1/runs/" + run_id + "/begin", "{}", "application/json");
+    client::throw_if_error(r);
+    json task = json::parse(r.body);
+    std::string store = task.at("store");
+    json sc = task.at("storeConfig");
+    store::RepositoryConfig config;
+    config.id = sc.at("id");
+    config.chunk_size = sc.at("chunkSize");
+    config.pack_size = sc.at("packSize");
+    config.zstd_level = sc.at("zstdLevel");
+    config.encrypted = sc.at("encrypted");
+    config.key_id = sc.at("keyId");
+    std::map<std::string, std::string> parents;
+    for (auto& p : task.at("parents")) parents[p.at("name")] = p.at("snapshotId");
+    std::set<std::string> completed;
+    for (auto& d : task.at("completed")) completed.insert(d.at("name").get<std::string>());
+    json server = task.at("server");
+    std::string server_id = server.at("serverId");
+
+    auto backend = std::make_unique<UploadBackend>(*client_, run_id, store, parents);
+    UploadBackend* uploads = backend.get();
+    client::Client* http = client_.get();
+    auto repo = store::Repository::open_view(std::move(backend), config, from_hex(task.at("dataKeys").get<std::string>()), [http, store] {
+      auto resp = http->send("GET", "/connector/v1/stores/" + store + "/chunks", "", "application/octet-stream");
+      client::throw_if_error(resp);
+      if (resp.body.size() % 32) fail(ErrorKind::kCorrupt, "the server's chunk list has a partial entry");
+      std::vector<store::ChunkId> ids(resp.body.size() / 32);
+      for (size_t i = 0; i < ids.size(); i++) std::memcpy(ids[i].bytes.data(), resp.body.data() + 32 * i, 32);
+      return ids;
+    });
+
+    std::vector<json> todo;
+    uint64_t total = 0, skipped = 0;
+    for (auto& d : server.at("disks")) {
+      total += d.value("size", uint64_t{0});
+      if (completed.count(d.at("name").get<std::string>())) skipped += d.value("size", uint64_t{0});
+      else todo.push_back(d);
+    }
+    spdlog::info("run {}: server {} ({}), {} disk(s) to replicate{}", run_id, server_id, server.value("vmServer", json::object()).value("vmName", ""),
+                 todo.size(), completed.empty() ? "" : ", resuming after " + std::to_string(completed.size()));
+
+    // Progress goes to the server once a second from its own thread.
+    Progress progress("", total, false);
+    progress.add(skipped);
+    std::string stage = "Preparing";
+    std::mutex stage_mu;
+    std::atomic<bool> reporting{true}, cancelled{false};
+    auto report = [&] {
+      std::string s;
+      {
+        std::lock_guard lock(stage_mu);
+        s = stage;
+      }
+      uint64_t done = progress.done();
+      int percent = total ? static_cast<int>(done * 100 / total) : 0;
+      json body = {{"stage", s}, {"percent", percent}, {"bytesTotal", total}, {"bytesDone", done}, {"bytesUploaded", uploads->uploaded()}};
+      auto pr = client_->send("POST", "/connector/v1/runs/" + run_id + "/progress", body.dump(), "application/json");
+      client::throw_if_error(pr);
+      if (!json::parse(pr.body).value("continue", true)) cancelled = true;
+    };
+    std::thread reporter([&] {
+      while (reporting) {
+        for (int i = 0; i < 20 && reporting; i++) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        try {
+          report();
+        } catch (const std::exception& e) {
+          spdlog::warn("run {}: progress report: {}", run_id, e.what());
+        }
+      }
+    });
+    struct StopReporter {
+      std::atomic<bool>& flag;
+      std::thread& t;
+      ~StopReporter() {
+        flag = false;
+        if (t.joinable()) t.join();
+      }
+    } stop_reporter{reporting, reporter};
+
+    size_t i = 0;
+    for (auto& d : todo) {
+      i++;
+      if (cancelled || stop_) fail(ErrorKind::kConflict, "run " + run_id + " stopped before disk " + d.at("name").get<std::string>());
+      std::string name = d.at("name"), path = d.at("path");
+      {
+        std::lock_guard lock(stage_mu);
+        stage = "Replicating disk " + name + " (" + std::to_string(i) + " of " + std::to_string(todo.size()) + ")";
+      }
+      uploads->set_disk(name);
+      try {
+        auto source = disk::open_source(path);
+        replicate::Options options;
+        options.name = server_id + "/" + name;
+        options.threads = config_.threads;
+        options.progress = &progress;
+        auto result = replicate::replicate(*source, *repo, options);
+        spdlog::info("run {}: disk {} done: {} read, {} new, {} uploaded", run_id, name, human_bytes(result.snapshot.stats.bytes_read),
+                     human_bytes(result.snapshot.stats.bytes_new), human_bytes(uploads->uploaded()));
+      } catch (const client::ApiError&) {
+        throw;
+      } catch (const std::exception& e) {
+        fail(ErrorKind::kIo, "disk " + name + " ('" + path + "'): " + e.what());
+      }
+    }
+    {
+      std::lock_guard lock(stage_mu);
+      stage = "Creating image";
+    }
+    reporting = false;
+    if (reporter.joinable()) reporter.join();
+    report();
+    auto cr = client_->send("POST", "/connector/v1/runs/" + run_id + "/complete", "{}", "application/json");
+    client::throw_if_error(cr);
+    spdlog::info("run {} completed: image {}", run_id, json::parse(cr.body).value("imageId", ""));
+  }
+
+  const Config& config_;
+  const std::atomic<bool>& stop_;
+  Credentials creds_;
+  std::unique_ptr<client::Client> client_, heartbeat_client_;
+  int64_t reported_ = 0;
+  bool disassociated_ = false;
+  std::mutex mu_;
+  std::map<std::string, std::thread> workers_;
+  std::set<std::string> active_;
+  std::vector<std::string> finished_;
+};
+
+}  // namespace
+
+Config load_config(const fs::path& file, Config base) {
+  json j;
+  try {
+    j = json::parse(read_file(file));
+  } catch (const json::exception& e) {
+    fail(ErrorKind::kInvalidArgument, "connector config '" + file.string() + "' is not valid JSON: " + e.what());
+  }
+  auto where = [&](const std::string& f) { return "connector config '" + file.string() + "': " + f; };
+  try {
+    if (base.name.empty()) base.name = j.value("name", "");
+    if (base.server.empty()) base.server = j.value("server", "");
+    if (!j.contains("managers") || !j["managers"].is_array() || j["managers"].empty())
+      fail(ErrorKind::kInvalidArgument, where("'managers' must list at least one VM manager"));
+    for (auto& m : j["managers"]) {
+      inventory::ManagerConfig mc;
+      mc.type = m.at("type");
+      mc.name = m.value("name", mc.type);
+      mc.path = m.value("path", "");
+      if (m.contains("devices")) mc.devices = m["devices"].get<std::vector<std::string>>();
+      if (!mc.path.empty() && fs::path(mc.path).is_relative()) mc.path = (fs::absolute(file).parent_path() / mc.path).lexically_normal().string();
+      inventory::make_plugin(mc);  // validates the type
+      base.managers.push_back(mc);
+    }
+  } catch (const json::exception& e) {
+    fail(ErrorKind::kInvalidArgument, where(e.what()));
+  }
+  return base;
+}
+
+void run(const Config& config, const std::atomic<bool>& stop) {
+  Agent agent(config, stop);
+  agent.run();
+}
+
+}  // namespace ferry::connector

@@ -1,0 +1,783 @@
+// The server core: SMS operations over the catalog, the connector's side of a run, scheduler and retention.
+#include "service/service.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "auth/sigv4.h"
+#include "common/fs.h"
+#include "common/hex.h"
+#include "common/log.h"
+#include "disk/disk.h"
+#include "image/export.h"
+#include "store/maintenance.h"
+
+namespace ferry::service {
+
+using catalog::Time;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+Time now_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+std::string random_string(size_t n, const char* alphabet) {
+  std::string out(n, ' ');
+  size_t k = std::strlen(alphabet);
+  std::vector<uint8_t> raw(n);
+  FILE* f = std::fopen("/dev/urandom", "rb");
+  if (!f || std::fread(raw.data(), 1, n, f) != n) fail(ErrorKind::kIo, "cannot read /dev/urandom");
+  std::fclose(f);
+  for (size_t i = 0; i < n; i++) out[i] = alphabet[raw[i] % k];
+  return out;
+}
+
+constexpr const char* kUpperAlnum = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";  // 32 symbols: no modulo bias
+constexpr const char* kSecretAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+catalog::AccessKey new_access_key(const std::string& prefix, const std::string& role, const std::string& connector_id) {
+  catalog::AccessKey k;
+  k.id = prefix + random_string(20 - prefix.size(), kUpperAlnum);
+  k.secret = random_string(40, kSecretAlphabet);
+  k.role = role;
+  k.connector_id = connector_id;
+  k.created = now_seconds();
+  return k;
+}
+
+fs::path catalog_file(const fs::path& dir) { return dir / "ferry.db"; }
+fs::path settings_file(const fs::path& dir) { return dir / "server.json"; }
+
+std::string snapshot_name(const std::string& server_id, const std::string& disk) { return server_id + "/" + disk; }
+
+}  // namespace
+
+InitResult init_data_dir(const fs::path& dir) {
+  if (fs::exists(settings_file(dir)))
+    fail(ErrorKind::kInvalidArgument, "'" + dir.string() + "' already holds a ferry server (server.json exists); nothing was changed");
+  fs::create_directories(dir);
+  fs::permissions(dir, fs::perms::owner_all);
+  store::Keyring keyring(dir / "keyring");
+  fs::create_directories(keyring.dir());
+  fs::permissions(keyring.dir(), fs::perms::owner_all);
+  InitResult r;
+  r.master_key_id = "ferry-master";
+  if (!keyring.has(r.master_key_id)) keyring.create(r.master_key_id);
+  auto cat = catalog::open_sqlite_catalog(catalog_file(dir));
+  auto key = new_access_key("AKIA", "admin", "");
+  cat->add_access_key(key);
+  r.access_key_id = key.id;
+  r.secret_access_key = key.secret;
+  json settings = {{"version", 1}, {"default_key_id", r.master_key_id}};
+  write_file_atomic(settings_file(dir), settings.dump(2) + "\n", 0600);
+  return r;
+}
+
+struct Service::Impl {
+  Service& self;
+  store::Keyring keyring;
+  std::string default_key_id;
+  int lock_fd = -1;
+
+  // Serializes read-modify-write sequences on runs and jobs (the catalog makes each call atomic, not sequences).
+  std::mutex mu;
+
+  struct Store {
+    std::unique_ptr<store::Repository> repo;
+    std::unique_ptr<store::Backend::Lock> write_lock;
+    std::set<std::string> active_runs;
+    bool prune_pending = false;
+  };
+  std::mutex stores_mu;
+  std::map<std::string, std::unique_ptr<Store>> stores;
+  std::map<std::string, uint64_t> uploaded;  // run id -> bytes received since this server started
+
+  std::thread scheduler;
+  std::mutex stop_mu;
+  std::condition_variable stop_cv;
+  bool stopping = false;
+
+  explicit Impl(Service& s) : self(s), keyring(s.config_.data_dir / "keyring") {}
+
+  Store& open_store(const std::string& name) {
+    std::lock_guard lock(stores_mu);
+    auto& slot = stores[name];
+    if (slot) return *slot;
+    auto st = std::make_unique<Store>();
+    fs::path dir = self.config_.data_dir / "stores" / name;
+    bool fresh = !fs::exists(dir / "config");
+    auto backend = store::open_local_backend(dir, true);
+    st->write_lock = backend->lock(store::Backend::LockKind::kWrite, "ferry server");
+    if (fresh) {
+      store::InitOptions options;
+      options.encrypt = name != "plain";
+      options.key_id = name == "plain" ? "" : name;
+      store::Repository::init(*backend, options, keyring);
+      spdlog::info("created store '{}' ({})", name, options.encrypt ? "encrypted with master key " + name : "unencrypted");
+    }
+    st->repo = store::Repository::open(std::move(backend), keyring);
+    slot = std::move(st);
+    return *slot;
+  }
+
+  std::string store_of(const catalog::ReplicationJob& job) const {
+    if (!job.encrypted) return "plain";
+    return job.kms_key_id.empty() ? default_key_id : job.kms_key_id;
+  }
+
+  catalog::ReplicationRun run_for(const std::string& connector_id, const std::string& run_id, bool must_be_active) {
+    auto run = self.catalog_->get_run(run_id);
+    if (!run) throw OperationError("InvalidParameterException", "no replication run '" + run_id + "'", ErrorKind::kNotFound);
+    if (!run->connector_id.empty() && run->connector_id != connector_id)
+      throw OperationError("UnauthorizedOperationException", "run " + run_id + " belongs to connector " + run->connector_id, ErrorKind::kUnauthorized);
+    if (must_be_active && run->state != "ACTIVE")
+      throw OperationError("OperationNotPermittedException", "run " + run_id + " is " + run->state + ", not ACTIVE", ErrorKind::kConflict);
+    return *run;
+  }
+
+  void finish_in_store(const std::string& store, const std::string& run_id) {
+    std::lock_guard lock(stores_mu);
+    auto it = stores.find(store);
+    if (it != stores.end()) it->second->active_runs.erase(run_id);
+    uploaded.erase(run_id);
+  }
+
+  // Marks a run FAILED and counts the failure against its job. Caller holds mu.
+  void fail_run_locked(catalog::ReplicationRun run, const std::string& message) {
+    if (run.state == "COMPLETED" || run.state == "FAILED") return;
+    Time now = now_seconds();
+    run.state = "FAILED";
+    run.status_message = message;
+    run.completed_time = now;
+    run.updated = now;
+    auto job = self.catalog_->get_job(run.job_id);
+    self.catalog_->transaction([&] {
+      self.catalog_->update_run(run);
+      if (!job) return;
+      job->consecutive_failures++;
+      job->status_message = message;
+      if (job->consecutive_failures >= self.config_.max_consecutive_failures) {
+        job->state = "PAUSED_ON_FAILURE";
+        job->next_run_time = 0;
+        job->status_message = std::to_string(job->consecutive_failures) + " consecutive runs failed; the job is paused (start a run on demand to resume). Last: " + message;
+      } else if (job->state == "PENDING") {
+        job->state = "FAILED";
+      }
+      self.catalog_->update_job(*job);
+    });
+    if (job) finish_in_store(store_of(*job), run.id);
+    spdlog::warn("run {} of job {} failed: {}", run.id, run.job_id, message);
+  }
+
+  // Deletes images beyond the job's numberOfRecentAmisToKeep. Caller holds mu.
+  void apply_retention(const catalog::ReplicationJob& job) {
+    if (job.number_of_recent_amis_to_keep <= 0) return;
+    auto images = self.catalog_->images_of_job(job.id);
+    int excess = static_cast<int>(images.size()) - job.number_of_recent_amis_to_keep;
+    for (int i = 0; i < excess; i++) delete_image_locked(images[i]);
+  }
+
+  void delete_image_locked(const catalog::Image& image) {
+    Store& st = open_store(image.store);
+    for (auto& d : image.disks) {
+      try {
+        st.repo->delete_snapshot(d.snapshot_id);
+      } catch (const Error& e) {
+        if (e.kind() != ErrorKind::kNotFound) throw;
+      }
+    }
+    self.catalog_->delete_image(image.id);
+    std::lock_guard lock(stores_mu);
+    st.prune_pending = true;
+    spdlog::info("deleted image {} of job {}", image.id, image.job_id);
+  }
+
+  void prune_idle_stores() {
+    std::vector<std::string> names;
+    {
+      std::lock_guard lock(stores_mu);
+      for (auto& [name, st] : stores)
+        if (st->prune_pending && st->active_runs.empty()) names.push_back(name);
+    }
+    for (auto& name : names) {
+      std::lock_guard big(mu);  // no run can begin while we prune
+      Store* st;
+      {
+        std::lock_guard lock(stores_mu);
+        st = stores[name].get();
+        if (!st->active_runs.empty()) continue;
+        st->prune_pending = false;
+      }
+      try {
+        auto exclusive = st->repo->backend().lock(store::Backend::LockKind::kExclusive, "ferry server prune");
+        auto report = store::prune(*st->repo);
+        spdlog::info("pruned store '{}': {} packs deleted, {} rewritten, {} -> {} bytes", name, report.packs_deleted, report.packs_rewritten,
+                     report.bytes_before, report.bytes_after);
+      } catch (const std::exception& e) {
+        spdlog::error("prune of store '{}' failed: {}", name, e.what());
+      }
+    }
+  }
+};
+
+Service::Service(Config config) : config_(std::move(config)) {
+  if (!fs::exists(settings_file(config_.data_dir)))
+    fail(ErrorKind::kNotFound, "'" + config_.data_dir.string() + "' is not a ferry server data directory (run 'ferry server init --data " +
+                                   config_.data_dir.string() + "' first)");
+  impl_ = std::make_unique<Impl>(*this);
+  impl_->lock_fd = ::open((config_.data_dir / "server.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (impl_->lock_fd < 0) fail_errno("open '" + (config_.data_dir / "server.lock").string() + "'");
+  if (::flock(impl_->lock_fd, LOCK_EX | LOCK_NB) != 0)
+    fail(ErrorKind::kConflict, "another ferry server is running on '" + config_.data_dir.string() + "'");
+  json settings = json::parse(read_file(settings_file(config_.data_dir)));
+  impl_->default_key_id = settings.value("default_key_id", "ferry-master");
+  catalog_ = catalog::open_sqlite_catalog(catalog_file(config_.data_dir));
+  // Runs that were ACTIVE when the server stopped continue: their stores must count them as writers.
+  for (auto& run : catalog_->open_runs()) {
+    if (run.state != "ACTIVE") continue;
+    if (auto job = catalog_->get_job(run.job_id)) {
+      auto& st = impl_->open_store(impl_->store_of(*job));
+      st.active_runs.insert(run.id);
+    }
+  }
+}
+
+Service::~Service() {
+  stop();
+  if (impl_ && impl_->lock_fd >= 0) ::close(impl_->lock_fd);
+}
+
+void Service::start_scheduler() {
+  impl_->scheduler = std::thread([this] {
+    for (;;) {
+      {
+        std::unique_lock lock(impl_->stop_mu);
+        if (impl_->stop_cv.wait_for(lock, config_.scheduler_tick, [this] { return impl_->stopping; })) return;
+      }
+      try {
+        tick(now_seconds());
+      } catch (const std::exception& e) {
+        spdlog::error("scheduler: {}", e.what());
+      }
+    }
+  });
+}
+
+void Service::stop() {
+  if (!impl_) return;
+  {
+    std::lock_guard lock(impl_->stop_mu);
+    impl_->stopping = true;
+  }
+  impl_->stop_cv.notify_all();
+  if (impl_->scheduler.joinable()) impl_->scheduler.join();
+}
+
+void Service::tick(Time now) {
+  {
+    std::lock_guard lock(impl_->mu);
+    for (auto& job : catalog_->due_jobs(now)) {
+      catalog::ReplicationRun run;
+      run.id = catalog::Catalog::new_id("sms-run-");
+      run.job_id = job.id;
+      run.type = "AUTOMATIC";
+      run.scheduled_start = job.next_run_time;
+      run.encrypted = job.encrypted;
+      run.kms_key_id = job.kms_key_id;
+      run.stage = "Waiting for connector";
+      run.created = run.updated = now;
+      bool created = catalog_->create_run(run);
+      // The next start: the first slot after now on the job's grid (missed slots are skipped, as SMS does).
+      if (job.run_once || job.frequency_hours <= 0) {
+        job.next_run_time = 0;
+      } else {
+        Time step = Time{job.frequency_hours} * 3600;
+        while (job.next_run_time <= now) job.next_run_time += step;
+      }
+      if (job.state == "PENDING") job.state = "ACTIVE";
+      catalog_->update_job(job);
+      if (created) spdlog::info("scheduled run {} of job {}", run.id, job.id);
+    }
+    for (auto& run : catalog_->open_runs()) {
+      if (run.state == "PENDING" && now - run.created > config_.pending_timeout.count()) {
+        impl_->fail_run_locked(run, "no healthy connector picked the run up within " + std::to_string(config_.pending_timeout.count()) + " s");
+      } else if (run.state == "ACTIVE" && now - run.updated > config_.run_stall_timeout.count()) {
+        auto c = catalog_->get_connector(run.connector_id);
+        if (!c || !connector_healthy(*c, now))
+          impl_->fail_run_locked(run, "connector " + run.connector_id + " stopped responding during the run (no progress for " +
+                                          std::to_string(now - run.updated) + " s)");
+      }
+    }
+  }
+  impl_->prune_idle_stores();
+}
+
+std::optional<catalog::AccessKey> Service::access_key(const std::string& id) { return catalog_->find_access_key(id); }
+
+std::string Service::create_registration_token(std::chrono::seconds valid_for) {
+  std::string token = "ferry-reg-" + random_string(32, kUpperAlnum);
+  catalog_->add_registration_token(auth::sha256_hex(token), now_seconds() + valid_for.count());
+  return token;
+}
+
+bool Service::connector_healthy(const catalog::Connector& c, Time now) const {
+  return !c.disassociated && now - c.last_heartbeat <= config_.connector_timeout.count();
+}
+
+void Service::disassociate_connector(const std::string& connector_id) {
+  std::lock_guard lock(impl_->mu);
+  auto c = catalog_->get_connector(connector_id);
+  if (!c || c->disassociated) throw OperationError("InvalidParameterException", "no connector '" + connector_id + "'", ErrorKind::kNotFound);
+  c->disassociated = true;
+  catalog_->transaction([&] {
+    catalog_->put_connector(*c);
+    catalog_->remove_access_keys_of(connector_id);
+  });
+  spdlog::info("connector {} disassociated", connector_id);
+}
+
+void Service::import_server_catalog() {
+  Time now = now_seconds();
+  std::vector<std::string> healthy;
+  for (auto& c : catalog_->all_connectors())
+    if (connector_healthy(c, now)) healthy.push_back(c.id);
+  if (healthy.empty())
+    throw OperationError("NoConnectorsAvailableException", "There are no healthy connectors to import the server catalog from.");
+  catalog_->transaction([&] {
+    catalog_->request_inventory(healthy);
+    catalog_->set_catalog_status(catalog::CatalogStatus::kImporting, now);
+  });
+  spdlog::info("server catalog import requested from {} connector(s)", healthy.size());
+}
+
+void Service::delete_server_catalog() {
+  std::lock_guard lock(impl_->mu);
+  try {
+    catalog_->delete_all_servers(now_seconds());
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::kConflict) throw OperationError("OperationNotPermittedException", e.what(), ErrorKind::kConflict);
+    throw;
+  }
+}
+
+catalog::ReplicationJob Service::get_job(const std::string& job_id) {
+  auto job = catalog_->get_job(job_id);
+  if (!job) throw OperationError("ReplicationJobNotFoundException", "The specified replication job does not exist: " + job_id, ErrorKind::kNotFound);
+  return *job;
+}
+
+namespace {
+
+void validate_job(const Service::JobRequest& r, const store::Keyring& keyring, bool creating) {
+  auto bad = [](const std::string& m) { throw OperationError("InvalidParameterException", m); };
+  if (r.frequency && (*r.frequency < 1 || *r.frequency > 24)) bad("frequency must be between 1 and 24 hours, not " + std::to_string(*r.frequency));
+  if (creating && !r.frequency && !r.run_once.value_or(false))
+    throw OperationError("MissingRequiredParameterException", "frequency is required unless runOnce is true");
+  if (r.keep && (*r.keep < 0 || *r.keep > 1000)) bad("numberOfRecentAmisToKeep must be between 0 and 1000");
+  if (r.license_type && *r.license_type != "AWS" && *r.license_type != "BYOL") bad("licenseType must be AWS or BYOL, not '" + *r.license_type + "'");
+  if (r.kms_key_id && !r.kms_key_id->empty()) {
+    try {
+      store::Keyring::validate_key_id(*r.kms_key_id);
+    } catch (const Error&) {
+      bad("kmsKeyId '" + *r.kms_key_id + "' is not a valid key id");
+    }
+    if (!keyring.has(*r.kms_key_id)) bad("kmsKeyId '" + *r.kms_key_id + "' is not a key in the server's keyring");
+  }
+  if (r.description && r.description->size() > 255) bad("description is longer than 255 characters");
+}
+
+}  // namespace
+
+std::string Service::create_job(const JobRequest& r) {
+  if (r.server_id.empty()) throw OperationError("MissingRequiredParameterException", "serverId is required");
+  if (!r.seed_time) throw OperationError("MissingRequiredParameterException", "seedReplicationTime is required");
+  validate_job(r, impl_->keyring, true);
+  std::lock_guard lock(impl_->mu);
+  auto server = catalog_->get_server(r.server_id);
+  if (!server) throw OperationError("InvalidParameterException", "no server '" + r.server_id + "' in the server catalog", ErrorKind::kNotFound);
+  if (!server->error.empty())
+    throw OperationError("ServerCannotBeReplicatedException", "server " + r.server_id + " cannot be replicated: " + server->error);
+  if (server->disks.empty()) throw OperationError("ServerCannotBeReplicatedException", "server " + r.server_id + " has no disks");
+  catalog::ReplicationJob job;
+  job.id = catalog::Catalog::new_id("sms-job-");
+  job.server_id = r.server_id;
+  job.seed_time = *r.seed_time;
+  job.run_once = r.run_once.value_or(false);
+  job.frequency_hours = job.run_once ? r.frequency.value_or(0) : *r.frequency;
+  job.next_run_time = job.seed_time;
+  job.license_type = r.license_type.value_or("AWS");
+  job.role_name = r.role_name.value_or("");
+  job.description = r.description.value_or("");
+  job.number_of_recent_amis_to_keep = r.keep.value_or(0);
+  job.encrypted = r.encrypted.value_or(false);
+  job.kms_key_id = job.encrypted ? r.kms_key_id.value_or("") : "";
+  job.state = "PENDING";
+  job.created = now_seconds();
+  try {
+    catalog_->create_job(job);
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::kConflict)
+      throw OperationError("ReplicationJobAlreadyExistsException", "The specified replication job already exists: server " + r.server_id +
+                                                                       " is replicated by another job", ErrorKind::kConflict);
+    throw;
+  }
+  spdlog::info("created job {} for server {} ({})", job.id, job.server_id, server->vm_name);
+  return job.id;
+}
+
+void Service::update_job(const std::string& job_id, const JobRequest& r) {
+  validate_job(r, impl_->keyring, false);
+  std::lock_guard lock(impl_->mu);
+  auto job = get_job(job_id);
+  if (r.seed_time) {
+    job.seed_time = *r.seed_time;
+    job.next_run_time = *r.seed_time;
+  }
+  if (r.frequency) job.frequency_hours = *r.frequency;
+  if (r.run_once) job.run_once = *r.run_once;
+  if (r.license_type) job.license_type = *r.license_type;
+  if (r.role_name) job.role_name = *r.role_name;
+  if (r.description) job.description = *r.description;
+  if (r.keep) job.number_of_recent_amis_to_keep = *r.keep;
+  if (r.encrypted) job.encrypted = *r.encrypted;
+  if (r.kms_key_id) job.kms_key_id = *r.kms_key_id;
+  if (!job.encrypted) job.kms_key_id.clear();
+  catalog_->update_job(job);
+  impl_->apply_retention(job);
+}
+
+void Service::delete_job(const std::string& job_id) {
+  std::lock_guard lock(impl_->mu);
+  auto job = get_job(job_id);
+  for (auto& run : catalog_->open_runs())
+    if (run.job_id == job_id) impl_->fail_run_locked(run, "the replication job was deleted");
+  catalog_->delete_job(job_id, now_seconds());
+  spdlog::info("deleted job {}", job_id);
+}
+
+std::string Service::start_on_demand_run(const std::string& job_id, const std::string& description) {
+  if (description.size() > 255) throw OperationError("InvalidParameterException", "description is longer than 255 characters");
+  std::lock_guard lock(impl_->mu);
+  auto job = get_job(job_id);
+  catalog::ReplicationRun run;
+  run.id = catalog::Catalog::new_id("sms-run-");
+  run.job_id = job_id;
+  run.type = "ON_DEMAND";
+  run.description = description;
+  run.encrypted = job.encrypted;
+  run.kms_key_id = job.kms_key_id;
+  run.scheduled_start = now_seconds();
+  run.stage = "Waiting for connector";
+  run.created = run.updated = run.scheduled_start;
+  if (!catalog_->create_run(run))
+    throw OperationError("ReplicationRunLimitExceededException", "job " + job_id + " already has a replication run in progress; one run at a time",
+                         ErrorKind::kConflict);
+  if (job.state == "PENDING" || job.state == "PAUSED_ON_FAILURE" || job.state == "FAILED") {
+    job.state = "ACTIVE";
+    catalog_->update_job(job);
+  }
+  spdlog::info("on-demand run {} of job {}", run.id, job_id);
+  return run.id;
+}
+
+std::vector<catalog::Image> Service::images(const std::string& job_id) {
+  if (!job_id.empty()) return catalog_->images_of_job(job_id);
+  std::vector<catalog::Image> all;
+  catalog::PageRequest page;
+  page.max_results = 1000;
+  for (;;) {
+    auto p = catalog_->list_images(page);
+    for (auto& i : p.items) all.push_back(std::move(i));
+    if (p.next_token.empty()) break;
+    page.token = p.next_token;
+  }
+  return all;
+}
+
+void Service::export_image(const std::string& image_id, const std::string& disk, const std::string& format, const std::string& output) {
+  auto image = catalog_->get_image(image_id);
+  if (!image) throw OperationError("InvalidParameterException", "no image '" + image_id + "'", ErrorKind::kNotFound);
+  const catalog::ImageDisk* d = nullptr;
+  for (auto& x : image->disks)
+    if (x.name == disk || (disk.empty() && image->disks.size() == 1)) d = &x;
+  if (!d) {
+    std::string names;
+    for (auto& x : image->disks) names += (names.empty() ? "" : ", ") + x.name;
+    throw OperationError("InvalidParameterException", "image " + image_id + " has no disk '" + disk + "' (disks: " + names + ")");
+  }
+  disk::TargetFormat target;
+  try {
+    target = disk::parse_target_format(format);
+  } catch (const Error& e) {
+    throw OperationError("InvalidParameterException", e.what());
+  }
+  auto& st = impl_->open_store(image->store);
+  auto snapshot = st.repo->load_snapshot(d->snapshot_id);
+  auto sink = disk::create_sink(output, target, snapshot.size);
+  image::export_snapshot(*st.repo, snapshot, *sink, {});
+  spdlog::info("exported disk {} of image {} to {}", d->name, image_id, output);
+}
+
+void Service::delete_image(const std::string& image_id) {
+  std::lock_guard lock(impl_->mu);
+  auto image = catalog_->get_image(image_id);
+  if (!image) throw OperationError("InvalidParameterException", "no image '" + image_id + "'", ErrorKind::kNotFound);
+  impl_->delete_image_locked(*image);
+}
+
+// --- Connector side ---
+
+Service::Registration Service::register_connector(const std::string& token, const catalog::Connector& info) {
+  Time now = now_seconds();
+  if (!catalog_->consume_registration_token(auth::sha256_hex(token), now))
+    throw OperationError("UnauthorizedOperationException", "the registration token is unknown, expired or already used; create one with 'ferry connectors token'",
+                         ErrorKind::kUnauthorized);
+  catalog::Connector c = info;
+  c.id = catalog::Catalog::new_id("c-");
+  c.associated_on = now;
+  c.last_heartbeat = now;
+  auto key = new_access_key("AKCO", "connector", c.id);
+  catalog_->transaction([&] {
+    catalog_->put_connector(c);
+    catalog_->add_access_key(key);
+  });
+  spdlog::info("connector {} ({}) registered", c.id, c.name);
+  return {c.id, key.id, key.secret};
+}
+
+ConnectorWork Service::heartbeat(const std::string& connector_id, const catalog::Connector& info, const std::string& ip) {
+  auto c = catalog_->get_connector(connector_id);
+  ConnectorWork w;
+  if (!c || c->disassociated) {
+    w.disassociated = true;
+    return w;
+  }
+  bool changed = c->version != info.version || c->capabilities != info.capabilities || c->vm_manager_type != info.vm_manager_type ||
+                 c->vm_manager_name != info.vm_manager_name || c->vm_manager_id != info.vm_manager_id || c->mac_address != info.mac_address;
+  if (changed) {
+    c->version = info.version;
+    c->capabilities = info.capabilities;
+    c->vm_manager_type = info.vm_manager_type;
+    c->vm_manager_name = info.vm_manager_name;
+    c->vm_manager_id = info.vm_manager_id;
+    c->mac_address = info.mac_address;
+    c->ip_address = ip;
+    c->last_heartbeat = now_seconds();
+    catalog_->put_connector(*c);
+  } else {
+    catalog_->heartbeat(connector_id, now_seconds(), ip);
+  }
+  w.inventory_requested = c->inventory_requested;
+  for (auto& run : catalog_->open_runs(connector_id))
+    if (run.connector_id.empty() || run.connector_id == connector_id) w.runs.push_back(run.id);
+  return w;
+}
+
+void Service::report_inventory(const std::string& connector_id, int64_t generation, std::vector<catalog::Server> servers) {
+  auto c = catalog_->get_connector(connector_id);
+  if (!c) throw OperationError("UnauthorizedOperationException", "unknown connector " + connector_id, ErrorKind::kUnauthorized);
+  for (auto& s : servers) {
+    s.connector_id = connector_id;
+    if (s.vm_manager_id.empty()) s.vm_manager_id = c->vm_manager_id;
+  }
+  size_t n = servers.size(), bad = 0;
+  for (auto& s : servers) bad += !s.error.empty();
+  catalog_->replace_inventory(connector_id, generation, std::move(servers), now_seconds());
+  spdlog::info("connector {} reported {} server(s), {} not replicable", connector_id, n, bad);
+}
+
+RunTask Service::begin_run(const std::string& connector_id, const std::string& run_id) {
+  std::lock_guard lock(impl_->mu);
+  auto run = impl_->run_for(connector_id, run_id, false);
+  if (run.state != "PENDING" && run.state != "ACTIVE")
+    throw OperationError("OperationNotPermittedException", "run " + run_id + " is " + run.state, ErrorKind::kConflict);
+  auto job = get_job(run.job_id);
+  auto server = catalog_->get_server(job.server_id);
+  if (!server) {
+    impl_->fail_run_locked(run, "server " + job.server_id + " is no longer in the server catalog");
+    throw OperationError("OperationNotPermittedException", "server " + job.server_id + " is gone", ErrorKind::kConflict);
+  }
+  if (server->connector_id != connector_id)
+    throw OperationError("UnauthorizedOperationException", "server " + server->id + " is served by connector " + server->connector_id,
+                         ErrorKind::kUnauthorized);
+  RunTask t;
+  t.run_id = run.id;
+  t.job_id = job.id;
+  t.server = *server;
+  t.store = impl_->store_of(job);
+  auto& st = impl_->open_store(t.store);
+  t.store_config = st.repo->config();
+  t.data_keys = st.repo->data_keys();
+  t.completed = run.disks;
+  // Parents: the newest image of this job still kept.
+  auto images = catalog_->images_of_job(job.id);
+  if (!images.empty() && images.back().store == t.store)
+    for (auto& d : images.back().disks) t.parents.emplace_back(d.name, d.snapshot_id);
+  {
+    std::lock_guard slock(impl_->stores_mu);
+    st.active_runs.insert(run.id);
+  }
+  Time now = now_seconds();
+  if (run.state == "PENDING") {
+    run.state = "ACTIVE";
+    run.connector_id = connector_id;
+    run.stage = "Preparing";
+    run.stage_progress = "0%";
+    run.updated = now;
+    catalog_->update_run(run);
+    if (job.state != "ACTIVE" && job.state != "PAUSED_ON_FAILURE") {
+      job.state = "ACTIVE";
+      catalog_->update_job(job);
+    }
+    spdlog::info("run {} started on connector {}", run.id, connector_id);
+  } else {
+    run.updated = now;
+    catalog_->update_run(run);
+    spdlog::info("run {} resumed on connector {} ({} of {} disks done)", run.id, connector_id, run.disks.size(), server->disks.size());
+  }
+  return t;
+}
+
+// A connector may read a store's chunk list and snapshots only while it has a run writing to that store.
+static void authorize_store(catalog::Catalog& cat, const std::function<std::string(const catalog::ReplicationJob&)>& store_of,
+                            const std::string& connector_id, const std::string& store) {
+  for (auto& run : cat.open_runs(connector_id))
+    if (auto job = cat.get_job(run.job_id); job && store_of(*job) == store) return;
+  throw OperationError("UnauthorizedOperationException", "connector " + connector_id + " has no run writing to store '" + store + "'",
+                       ErrorKind::kUnauthorized);
+}
+
+std::vector<store::ChunkId> Service::known_chunks(const std::string& connector_id, const std::string& store) {
+  authorize_store(*catalog_, [this](const catalog::ReplicationJob& j) { return impl_->store_of(j); }, connector_id, store);
+  return impl_->open_store(store).repo->chunk_ids();
+}
+
+std::string Service::snapshot_object(const std::string& connector_id, const std::string& store, const std::string& snapshot_id) {
+  authorize_store(*catalog_, [this](const catalog::ReplicationJob& j) { return impl_->store_of(j); }, connector_id, store);
+  return impl_->open_store(store).repo->backend().get(store::ObjectType::kSnapshot, snapshot_id);
+}
+
+void Service::receive_pack(const std::string& connector_id, const std::string& run_id, const std::string& name, std::string_view bytes) {
+  auto run = impl_->run_for(connector_id, run_id, true);
+  auto job = get_job(run.job_id);
+  auto& st = impl_->open_store(impl_->store_of(job));
+  st.repo->receive_pack(name, bytes, config_.verify);
+  std::lock_guard lock(impl_->stores_mu);
+  impl_->uploaded[run_id] += bytes.size();
+}
+
+void Service::receive_index(const std::string& connector_id, const std::string& run_id, const std::string& name, std::string_view box) {
+  auto run = impl_->run_for(connector_id, run_id, true);
+  auto job = get_job(run.job_id);
+  impl_->open_store(impl_->store_of(job)).repo->receive_index(name, box);
+}
+
+void Service::receive_snapshot(const std::string& connector_id, const std::string& run_id, const std::string& disk,
+                               const std::string& snapshot_id, std::string_view box) {
+  auto run = impl_->run_for(connector_id, run_id, true);
+  auto job = get_job(run.job_id);
+  auto server = catalog_->get_server(job.server_id);
+  if (!server) throw OperationError("OperationNotPermittedException", "server " + job.server_id + " is gone", ErrorKind::kConflict);
+  const catalog::Disk* d = nullptr;
+  for (auto& x : server->disks)
+    if (x.name == disk) d = &x;
+  if (!d) throw OperationError("InvalidParameterException", "server " + server->id + " has no disk '" + disk + "'");
+  auto& st = impl_->open_store(impl_->store_of(job));
+  auto snap = st.repo->receive_snapshot(snapshot_id, box);
+  if (snap.name != snapshot_name(server->id, disk))
+    throw OperationError("InvalidParameterException", "snapshot " + snapshot_id + " is named '" + snap.name + "', expected '" +
+                                                          snapshot_name(server->id, disk) + "'");
+  std::lock_guard lock(impl_->mu);
+  auto fresh = impl_->run_for(connector_id, run_id, true);
+  std::erase_if(fresh.disks, [&](const catalog::ImageDisk& x) { return x.name == disk; });
+  fresh.disks.push_back({disk, snapshot_id, snap.size});
+  fresh.updated = now_seconds();
+  catalog_->update_run(fresh);
+  spdlog::info("run {}: disk {} committed as snapshot {} ({} new chunks, {} bytes new)", run_id, disk, snapshot_id, snap.stats.chunks_new,
+               snap.stats.bytes_new);
+}
+
+bool Service::run_progress(const std::string& connector_id, const std::string& run_id, const RunProgress& p) {
+  std::lock_guard lock(impl_->mu);
+  auto run = impl_->run_for(connector_id, run_id, false);
+  if (run.state != "ACTIVE") return false;
+  if (!catalog_->get_job(run.job_id)) return false;
+  run.stage = p.stage;
+  run.stage_progress = std::to_string(std::clamp(p.percent, 0, 100)) + "%";
+  run.bytes_total = p.bytes_total;
+  run.bytes_done = p.bytes_done;
+  run.bytes_uploaded = p.bytes_uploaded;
+  run.updated = now_seconds();
+  catalog_->update_run(run);
+  return true;
+}
+
+std::string Service::complete_run(const std::string& connector_id, const std::string& run_id) {
+  std::lock_guard lock(impl_->mu);
+  auto run = impl_->run_for(connector_id, run_id, false);
+  if (run.state == "COMPLETED") return run.ami_id;  // a retried completion
+  if (run.state != "ACTIVE")
+    throw OperationError("OperationNotPermittedException", "run " + run_id + " is " + run.state + ", not ACTIVE", ErrorKind::kConflict);
+  auto job = get_job(run.job_id);
+  auto server = catalog_->get_server(job.server_id);
+  if (!server) throw OperationError("OperationNotPermittedException", "server " + job.server_id + " is gone", ErrorKind::kConflict);
+  catalog::Image image;
+  for (auto& d : server->disks) {
+    auto it = std::find_if(run.disks.begin(), run.disks.end(), [&](const catalog::ImageDisk& x) { return x.name == d.name; });
+    if (it == run.disks.end())
+      throw OperationError("OperationNotPermittedException", "run " + run_id + " has not committed disk '" + d.name + "'", ErrorKind::kConflict);
+    image.disks.push_back(*it);
+  }
+  Time now = now_seconds();
+  image.id = catalog::Catalog::new_id("ami-");
+  image.job_id = job.id;
+  image.run_id = run.id;
+  image.server_id = server->id;
+  image.store = impl_->store_of(job);
+  image.created = now;
+  run.state = "COMPLETED";
+  run.stage = "Completed";
+  run.stage_progress = "100%";
+  run.ami_id = image.id;
+  run.completed_time = now;
+  run.updated = now;
+  run.status_message.clear();
+  job.latest_ami_id = image.id;
+  job.consecutive_failures = 0;
+  job.status_message.clear();
+  if (job.run_once) job.state = "COMPLETED";
+  else if (job.state != "ACTIVE") job.state = "ACTIVE";
+  if (job.state == "ACTIVE" && job.next_run_time == 0 && job.frequency_hours > 0) {
+    job.next_run_time = job.seed_time;
+    while (job.next_run_time <= now) job.next_run_time += Time{job.frequency_hours} * 3600;
+  }
+  catalog_->transaction([&] {
+    catalog_->add_image(image);
+    catalog_->update_run(run);
+    catalog_->update_job(job);
+  });
+  impl_->finish_in_store(image.store, run.id);
+  spdlog::info("run {} completed: image {} of server {}", run.id, image.id, server->id);
+  impl_->apply_retention(job);
+  return image.id;
+}
+
+void Service::fail_run(const std::string& connector_id, const std::string& run_id, const std::string& message) {
+  std::lock_guard lock(impl_->mu);
+  auto run = impl_->run_for(connector_id, run_id, false);
+  impl_->fail_run_locked(run, message.empty() ? "the connector reported a failure" : message);
+}
+
+}  // namespace ferry::service
