@@ -234,8 +234,8 @@ int watch(client::Client& c, const std::vector<std::pair<std::string, std::strin
     std::vector<std::string> lines;
     bool all_done = true;
     for (auto& [job, run] : runs) {
-      json r;
-      for (auto& x : c.sms("GetReplicationRuns", {{"replicationJobId", job}, {"maxResults", 25}})["replicationRunList"])
+      json r, page = c.sms("GetReplicationRuns", {{"replicationJobId", job}, {"maxResults", 25}});
+      for (auto& x : page["replicationRunList"])
         if (x["replicationRunId"] == run) r = x;
       if (r.is_null()) fail(ErrorKind::kNotFound, "run " + run + " is not among the recent runs of job " + job);
       std::string state = str(r, "state");

@@ -156,7 +156,9 @@ Response Client::send(const std::string& method, const std::string& path, const 
     auto q = path.find('?');
     req.path = path.substr(0, q);
     if (q != std::string::npos) req.query = path.substr(q + 1);
-    req.headers = {{"Host", host_of(profile_.endpoint)}, {"Content-Type", content_type}};
+    // A GET carries no body, so no Content-Type is sent (and none may be signed).
+    req.headers = {{"Host", host_of(profile_.endpoint)}};
+    if (method != "GET") req.headers.emplace_back("Content-Type", content_type);
     for (auto& h : extra) req.headers.push_back(h);
     req.body = body;
     auth::sign(req, profile_.credentials, profile_.region, service_, std::chrono::system_clock::now());
