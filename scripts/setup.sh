@@ -24,6 +24,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The SDK tests' node_modules, from the committed lock file: installed when missing or older than the lock file.
+if [ ! -d tests/sdk/node_modules ] || [ tests/sdk/package-lock.json -nt tests/sdk/node_modules ]; then
+  echo "setup: npm ci in tests/sdk" >&2
+  npm ci --prefix tests/sdk --no-audit --no-fund >/dev/null
+  touch tests/sdk/node_modules
+fi
+
 BUILD_TYPE=${FERRY_BUILD_TYPE:-RelWithDebInfo}
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" -DFERRY_WERROR=ON ${FERRY_CMAKE_ARGS:-} >/dev/null
 cmake --build build -j"$(nproc)"

@@ -1,8 +1,25 @@
 # One test executable per module (unit) and per end-to-end area. ferry_test() is defined in CMakeLists.txt.
 ferry_test(store_test store/store_test.cc)
 ferry_test(disk_test disk/disk_test.cc)
+ferry_test(replicate_progress_test replicate/progress_test.cc)
 ferry_test(e2e_formats_test e2e/formats_test.cc e2e/cli.cc)
 ferry_test(e2e_faults_test e2e/faults_test.cc e2e/cli.cc)
 ferry_unit_test(auth_test ferry_auth auth/sigv4_test.cc)
 ferry_unit_test(inventory_test ferry_inventory inventory/inventory_test.cc)
 ferry_unit_test(catalog_test ferry_catalog catalog/catalog_test.cc)
+ferry_test(store_ingest_test store/ingest_test.cc)
+ferry_test(e2e_service_test e2e/service_test.cc e2e/service.cc e2e/cli.cc)
+target_link_libraries(e2e_service_test PRIVATE ferry_client)
+ferry_test(e2e_service_faults_test e2e/service_faults_test.cc e2e/service.cc e2e/cli.cc)
+target_link_libraries(e2e_service_faults_test PRIVATE ferry_client)
+# The SMS API driven by the official AWS SDK for JavaScript (tests/sdk; scripts/setup.sh installs its node_modules).
+find_program(FERRY_NODE node)
+if(FERRY_NODE)
+  add_test(NAME sdk_test
+           COMMAND ${CMAKE_COMMAND} -E env FERRY_BINARY=$<TARGET_FILE:ferry>
+                   ${FERRY_NODE} --test --test-concurrency=1 --test-reporter=spec ${CMAKE_CURRENT_SOURCE_DIR}/sdk/
+           WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR}/sdk)
+  set_tests_properties(sdk_test PROPERTIES TIMEOUT 600)
+else()
+  message(WARNING "node not found: sdk_test (the official AWS SDK against ferry) is not registered; run scripts/setup.sh")
+endif()

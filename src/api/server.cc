@@ -5,6 +5,9 @@
 #include <httplib.h>
 
 #include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <random>
 #include <regex>
 
 #include "api/internal.h"
@@ -35,6 +38,24 @@ void send_error(httplib::Response& res, const std::string& type, int status, con
   res.status = status;
   res.set_header("x-amzn-ErrorType", type);
   res.set_content(json{{"__type", type}, {"message", message}}.dump(), kJson11);
+}
+
+// Headers every AWS answer carries. The SDKs read both: a client whose clock is off corrects it from Date and
+// signs its retry with the server's time (clock skew); the request id goes into the SDK's $metadata.
+void aws_response_headers(httplib::Response& res) {
+  std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char date[40];
+  std::strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);  // RFC 7231 IMF-fixdate, C locale
+  res.set_header("Date", date);
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  uint64_t a = rng(), b = rng();
+  char id[40];
+  std::snprintf(id, sizeof id, "%08x-%04x-4%03x-%04x-%012llx", static_cast<unsigned>(a >> 32), static_cast<unsigned>(a >> 16) & 0xffff,
+                static_cast<unsigned>(a) & 0xfff, static_cast<unsigned>(b >> 48 & 0x3fff) | 0x8000,
+                static_cast<unsigned long long>(b & 0xffffffffffffULL));
+  res.set_header("x-amzn-RequestId", id);
 }
 
 auth::Request auth_request(const httplib::Request& req) {
@@ -130,6 +151,7 @@ struct HttpServer::Impl {
   static json body_json(const httplib::Request& req) { return req.body.empty() ? json::object() : json::parse(req.body); }
 
   void routes() {
+    http->set_post_routing_handler([](const httplib::Request&, httplib::Response& res) { aws_response_headers(res); });
     http->Get("/health", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
     http->Post("/", [this](const httplib::Request& req, httplib::Response& res) { json_api(req, res); });
 

@@ -174,7 +174,7 @@ class Catalog {
   virtual Page<Connector> list_connectors(const PageRequest& page) = 0;  // disassociated ones excluded
   virtual std::vector<Connector> all_connectors() = 0;                  // disassociated ones excluded
   virtual void heartbeat(const std::string& connector_id, Time now, const std::string& ip_address) = 0;
-  // Bumps inventory_requested on every given connector; returns the new generations.
+  // Bumps inventory_requested on every given connector.
   virtual void request_inventory(const std::vector<std::string>& connector_ids) = 0;
 
   // Server catalog.

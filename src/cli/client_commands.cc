@@ -340,6 +340,7 @@ int images_list(const ClientArgs& a, const std::string& job) {
 int images_export(const ClientArgs& a, const std::string& image, const std::string& disk, const std::string& format, const std::string& output) {
   auto c = connect(a);
   c.set_retry_for(std::chrono::seconds(0));
+  c.set_read_timeout(std::chrono::hours(24));
   std::string abs = std::filesystem::absolute(output).string();
   json r = c.ferry("ExportImage", {{"imageId", image}, {"diskName", disk}, {"format", format}, {"outputPath", abs}});
   if (a.json) return print_json(r), 0;

@@ -19,15 +19,22 @@ namespace ferry::cli {
 
 namespace {
 
-// Blocks SIGINT/SIGTERM in every thread and runs `on_signal` on a dedicated thread when one arrives.
+// Blocks SIGINT/SIGTERM in the calling thread and so in every thread it starts afterwards. Call it before any
+// thread is started: a thread that does not block them would take the signal's default action (exit at once).
+sigset_t block_stop_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  return set;
+}
+
+// Runs `on_signal` on a dedicated thread when SIGINT or SIGTERM arrives (block_stop_signals() must have run first).
 class SignalWatcher {
  public:
   explicit SignalWatcher(std::function<void()> on_signal) {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    sigset_t set = block_stop_signals();
     thread_ = std::thread([this, set, fn = std::move(on_signal)] {
       int sig = 0;
       sigwait(&set, &sig);
@@ -86,6 +93,7 @@ int server_init(const ServerArgs& a) {
 }
 
 int server_run(const ServerArgs& a) {
+  block_stop_signals();  // before the service and the HTTP server start their threads
   init_logging(a.json_logs, a.log_level);
   service::Config config;
   config.data_dir = a.data;
@@ -120,6 +128,7 @@ struct ConnectorArgs {
 };
 
 int connector_run(ConnectorArgs& a) {
+  block_stop_signals();
   init_logging(a.json_logs, a.log_level);
   if (a.config_file.empty()) fail(ErrorKind::kInvalidArgument, "give the VM managers to serve with --config FILE");
   connector::Config c = connector::load_config(a.config_file, a.config);

@@ -146,7 +146,7 @@ Response Client::send(const std::string& method, const std::string& path, const 
     if (!http) {
       http = std::make_unique<httplib::Client>(profile_.endpoint);
       http->set_connection_timeout(5);
-      http->set_read_timeout(120);
+      http->set_read_timeout(read_timeout_.count());
       http->set_write_timeout(120);
       http->set_keep_alive(true);
       if (!profile_.ca_file.empty()) http->set_ca_cert_path(profile_.ca_file.c_str());
@@ -171,7 +171,9 @@ Response Client::send(const std::string& method, const std::string& path, const 
     bool retry = false;
     if (!r) {
       last_error = "cannot reach ferry server at " + profile_.endpoint + ": " + httplib::to_string(r.error());
-      retry = true;
+      // An untrusted certificate stays untrusted: say what to do instead of retrying.
+      retry = r.error() != httplib::Error::SSLServerVerification;
+      if (!retry) last_error += " (its certificate is not trusted: give the CA that signed it with --ca-file or FERRY_CA_FILE)";
     } else if (r->status >= 500 || r->status == 429) {
       last_error = "ferry server at " + profile_.endpoint + " answered " + std::to_string(r->status) + ": " + r->body.substr(0, 300);
       retry = true;

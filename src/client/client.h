@@ -67,6 +67,8 @@ class Client {
   ~Client();
   const Profile& profile() const { return profile_; }
   void set_retry_for(std::chrono::seconds d) { retry_for_ = d; }
+  // How long to wait for an answer (default 120 s; an export of a large image takes longer).
+  void set_read_timeout(std::chrono::seconds d) { read_timeout_ = d; }
 
   // A signed request. Retries as described above; throws kIo if the server stays unreachable.
   Response send(const std::string& method, const std::string& path, const std::string& body,
@@ -85,6 +87,7 @@ class Client {
   Profile profile_;
   std::string service_;
   std::chrono::seconds retry_for_{30};
+  std::chrono::seconds read_timeout_{120};
   std::unique_ptr<Pool> pool_;
 };
 

@@ -109,7 +109,7 @@ Result replicate(disk::Source& source, store::Repository& repo, const Options& o
           uint64_t off = job->first * cs, len = std::min<uint64_t>((job->first + job->count) * cs, size) - off;
           source.read(buf->get(), len, off);
           bytes_read += len;
-          // Progress counts data bytes here; zero ranges inside a partially-data chunk were counted with the extents.
+          // Progress counts the chunks read here and the chunks without data in the walk below: each byte once.
           if (!work.push(Batch{job->first, job->count, std::move(*buf)})) break;
           if (options.progress) options.progress->add(len);
         }
@@ -128,15 +128,13 @@ Result replicate(disk::Source& source, store::Repository& repo, const Options& o
       uint64_t first = wstart / cs, last = (wstart + wlen + cs - 1) / cs;  // [first, last)
       data_chunk.assign(last - first, false);
       for (auto& e : source.extents(wstart, wlen)) {
-        if (e.zero) {
-          if (options.progress) options.progress->add(e.length);
-          continue;
-        }
+        if (e.zero) continue;
         for (uint64_t c = e.offset / cs; c < (e.offset + e.length + cs - 1) / cs; c++) data_chunk[c - first] = true;
       }
-      uint64_t c = first;
+      uint64_t c = first, zero_bytes = 0;
       while (c < last && !failed) {
         if (!data_chunk[c - first]) {
+          zero_bytes += std::min<uint64_t>(cs, size - c * cs);
           c++;
           continue;
         }
@@ -145,6 +143,7 @@ Result replicate(disk::Source& source, store::Repository& repo, const Options& o
         if (!reads.push(ReadJob{c, static_cast<uint32_t>(end - c)})) break;
         c = end;
       }
+      if (options.progress) options.progress->add(zero_bytes);
     }
   } catch (...) {
     record_error();
