@@ -321,6 +321,11 @@ void Service::tick(Time now) {
       }
     }
   }
+  // An import waits for the connectors asked; one that never answers must not leave the catalog IMPORTING forever.
+  if (catalog_->catalog_status() == catalog::CatalogStatus::kImporting && now - catalog_->catalog_modified() > 2 * config_.connector_timeout.count()) {
+    catalog_->set_catalog_status(catalog::CatalogStatus::kAvailable, now);
+    spdlog::warn("server catalog import: not every connector answered within {} s; the catalog shows what arrived", 2 * config_.connector_timeout.count());
+  }
   impl_->prune_idle_stores();
 }
 
