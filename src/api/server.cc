@@ -87,7 +87,8 @@ struct HttpServer::Impl {
         return key->secret;
       }, std::chrono::system_clock::now());
       if (!key || key->role != role) {
-        send_error(res, "AccessDeniedException", 403,
+        // HTTP 400, as AWS's JSON services answer AccessDeniedException (403 is for a missing or unknown token).
+        send_error(res, "AccessDeniedException", 400,
                    "access key " + verified.access_key_id + " is a " + (key ? key->role : std::string("unknown")) + " key; this needs a " + role + " key");
         return std::nullopt;
       }

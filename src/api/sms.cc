@@ -312,8 +312,8 @@ json connector_json(const catalog::Connector& c, bool healthy) {
             {"vmManagerType", c.vm_manager_type},
             {"vmManagerId", c.vm_manager_id},
             {"ipAddress", c.ip_address},
-            {"macAddress", c.mac_address},
             {"associatedOn", c.associated_on}};
+  if (!c.mac_address.empty()) j["macAddress"] = c.mac_address;
   return j;
 }
 

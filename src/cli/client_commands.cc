@@ -141,7 +141,7 @@ int servers_delete_catalog(const ClientArgs& a) {
 // --- jobs ---
 
 struct JobArgs {
-  std::string id, server, seed = "now", license, role, description, kms_key;
+  std::string id, server, seed, license, role, description, kms_key;  // seed empty: not given (create: now)
   int frequency = -1, keep = -1;
   bool run_once = false, encrypted = false, no_encrypt = false;
 };
@@ -151,7 +151,7 @@ json job_input(const JobArgs& j, bool create) {
   if (create) {
     in["serverId"] = j.server;
     in["seedReplicationTime"] = parse_time(j.seed);
-  } else if (j.seed != "now") {
+  } else if (!j.seed.empty()) {
     in["nextReplicationRunStartTime"] = parse_time(j.seed);
   }
   if (j.frequency >= 0) in["frequency"] = j.frequency;
@@ -326,6 +326,8 @@ int images_list(const ClientArgs& a, const std::string& job) {
   json in = json::object();
   if (!job.empty()) in["replicationJobId"] = job;
   json list = c.ferry("ListImages", in)["imageList"];
+  // Oldest first, as runs made them (the server lists them by id).
+  std::stable_sort(list.begin(), list.end(), [](const json& x, const json& y) { return x.value("createdOn", 0.0) < y.value("createdOn", 0.0); });
   if (a.json) return print_json(list), 0;
   std::vector<std::vector<std::string>> rows;
   for (auto& i : list) {
@@ -393,7 +395,7 @@ void add_client_commands(CLI::App& app, std::function<int()>& action) {
 
   static JobArgs job;
   auto job_options = [](CLI::App* v) {
-    v->add_option("--seed-time", job.seed, "First run: now, epoch seconds or YYYY-MM-DDTHH:MM:SSZ");
+    v->add_option("--seed-time", job.seed, "First run (create) or next run (update): now, epoch seconds or YYYY-MM-DDTHH:MM:SSZ");
     v->add_option("--frequency", job.frequency, "Hours between runs (1-24)");
     v->add_flag("--run-once", job.run_once, "A single run");
     v->add_option("--keep", job.keep, "Number of recent images to keep (numberOfRecentAmisToKeep; 0 = all)");

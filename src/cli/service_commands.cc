@@ -67,6 +67,7 @@ struct ServerArgs {
   std::string verify = "authenticate";
   std::string profile;  // init: also save the admin key as this profile
   std::string endpoint; // init: endpoint to save in the profile
+  std::string ca_file;  // init: CA bundle to save in the profile
   bool json = false;
 };
 
@@ -76,6 +77,7 @@ int server_init(const ServerArgs& a) {
     client::Profile p;
     p.endpoint = a.endpoint.empty() ? "http://" + a.listen : a.endpoint;
     p.credentials = {r.access_key_id, r.secret_access_key};
+    if (!a.ca_file.empty()) p.ca_file = std::filesystem::absolute(a.ca_file).string();
     client::save_profile(client::default_config_path(), a.profile, p);
   }
   if (a.json) {
@@ -88,7 +90,7 @@ int server_init(const ServerArgs& a) {
             << "  admin secret key:  " << r.secret_access_key << "\n"
             << "The secret is shown only this once.";
   if (!a.profile.empty()) std::cout << " It was saved as profile '" << a.profile << "' in " << client::default_config_path() << ".";
-  std::cout << "\nStart the server with: ferry server --data " << a.data << "\n";
+  std::cout << "\nStart the server with: ferry server --data " << a.data << (a.listen != ServerArgs{}.listen ? " --listen " + a.listen : "") << "\n";
   return 0;
 }
 
@@ -169,6 +171,7 @@ void add_service_commands(CLI::App& app, std::function<int()>& action) {
   add_data(init);
   init->add_option("--save-profile", server.profile, "Also save the admin key as this profile in the ferry config file");
   init->add_option("--endpoint", server.endpoint, "Endpoint to save in the profile (default http://<listen>)");
+  init->add_option("--ca-file", server.ca_file, "CA bundle to save in the profile (for an https endpoint)");
   init->add_option("--listen", server.listen, "host:port the server will listen on")->capture_default_str();
   init->add_flag("--json", server.json, "Machine-readable output");
   init->callback([&action] { action = [] { return server_init(server); }; });

@@ -138,12 +138,17 @@ void write_file_atomic(const fs::path& path, std::string_view data, mode_t mode)
   }
 }
 
-FileLock::FileLock(const fs::path& path, Mode mode, const std::string& purpose) {
+FileLock::FileLock(const fs::path& path, Mode mode, const std::string& purpose, bool wait) {
   fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd_ < 0) fail_errno("lock file '" + path.string() + "'");
   int op = mode == Mode::kShared ? LOCK_SH : LOCK_EX;
   if (::flock(fd_, op | LOCK_NB) == 0) return;
   if (errno != EWOULDBLOCK) fail_errno("lock '" + path.string() + "'");
+  if (!wait) {
+    ::close(fd_);
+    fd_ = -1;
+    return;
+  }
   std::fprintf(stderr, "ferry: waiting for another ferry process to release %s (%s)\n", path.c_str(), purpose.c_str());
   while (::flock(fd_, op) != 0) {
     if (errno != EINTR) fail_errno("lock '" + path.string() + "'");

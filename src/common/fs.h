@@ -62,8 +62,10 @@ fs::path temp_name_for(const fs::path& final);
 class FileLock {
  public:
   enum class Mode { kShared, kExclusive };
-  // Blocks until the lock is granted. `purpose` is shown if the lock is busy.
-  FileLock(const fs::path& path, Mode mode, const std::string& purpose);
+  // Blocks until the lock is granted (`purpose` is shown if the lock is busy), or with wait=false returns at once;
+  // then held() tells whether it was granted.
+  FileLock(const fs::path& path, Mode mode, const std::string& purpose, bool wait = true);
+  bool held() const { return fd_ >= 0; }
   ~FileLock();
   FileLock(const FileLock&) = delete;
   FileLock& operator=(const FileLock&) = delete;

@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -33,24 +34,45 @@ std::string hostname() {
   return buf;
 }
 
-// What the connector tells the server about itself (registration and every heartbeat).
+// The MAC address of the first network interface that has one (not loopback), or "".
+std::string mac_address() {
+  std::error_code ec;
+  std::vector<fs::path> interfaces;
+  for (auto& e : fs::directory_iterator("/sys/class/net", ec)) interfaces.push_back(e.path());
+  std::sort(interfaces.begin(), interfaces.end());
+  for (auto& dir : interfaces) {
+    if (dir.filename() == "lo") continue;
+    std::ifstream in(dir / "address");
+    std::string mac;
+    if (std::getline(in, mac) && !mac.empty() && mac != "00:00:00:00:00:00") return mac;
+  }
+  return "";
+}
+
+// The id a VM manager's servers carry in vmServerAddress.vmManagerId.
+std::string manager_id(const inventory::ManagerConfig& m) { return m.type + ":" + m.name; }
+
+// What the connector tells the server about itself (registration and every heartbeat). A connector serving
+// several managers lists their ids, comma-separated, so servers can be matched to it by vmManagerId.
 json self_description(const Config& c) {
   std::set<std::string> caps;
-  std::string type, names;
+  std::string type, names, ids;
   for (auto& m : c.managers) {
     auto plugin = inventory::make_plugin(m);
     for (auto& cap : plugin->capabilities()) caps.insert(cap);
     if (type.empty()) type = plugin->manager_type();
     else if (type != plugin->manager_type()) type = "MULTIPLE";
     names += (names.empty() ? "" : ",") + m.name;
+    ids += (ids.empty() ? "" : ",") + manager_id(m);
   }
+  static const std::string mac = mac_address();
   return {{"name", c.name.empty() ? hostname() : c.name},
           {"version", FERRY_VERSION},
           {"capabilities", std::vector<std::string>(caps.begin(), caps.end())},
           {"vmManagerType", type},
           {"vmManagerName", names},
-          {"vmManagerId", c.name.empty() ? hostname() : c.name},
-          {"macAddress", ""}};
+          {"vmManagerId", ids},
+          {"macAddress", mac}};
 }
 
 struct Credentials {
@@ -111,7 +133,7 @@ json inventory_report(const Config& c) {
       servers.push_back({{"vmId", vm.vm_id},
                          {"vmName", vm.name},
                          {"vmPath", vm.path},
-                         {"vmManagerId", m.type + ":" + m.name},
+                         {"vmManagerId", manager_id(m)},
                          {"vmManagerType", plugin->manager_type()},
                          {"vmManagerName", m.name},
                          {"guestOs", vm.guest_os},
@@ -299,6 +321,12 @@ class Agent {
       spdlog::error("run {}: {}", run_id, e.what());
       if (e.type() != "OperationNotPermittedException") report_failure(run_id, e.what());
     } catch (const std::exception& e) {
+      // Stopping (SIGTERM) leaves the run ACTIVE, as a crash would: the next start resumes it after the disks
+      // already committed, instead of failing a run nobody asked to fail.
+      if (stop_) {
+        spdlog::warn("run {} interrupted by the connector's shutdown ({}); it resumes when the connector starts again", run_id, e.what());
+        return;
+      }
       spdlog::error("run {} failed: {}", run_id, e.what());
       report_failure(run_id, e.what());
     }
@@ -463,7 +491,12 @@ Config load_config(const fs::path& file, Config base) {
       mc.name = m.value("name", mc.type);
       mc.path = m.value("path", "");
       if (m.contains("devices")) mc.devices = m["devices"].get<std::vector<std::string>>();
-      if (!mc.path.empty() && fs::path(mc.path).is_relative()) mc.path = (fs::absolute(file).parent_path() / mc.path).lexically_normal().string();
+      // Relative paths, of a manager's root or of a local device, are relative to the configuration file.
+      auto resolve = [&](std::string& p) {
+        if (!p.empty() && fs::path(p).is_relative()) p = (fs::absolute(file).parent_path() / p).lexically_normal().string();
+      };
+      resolve(mc.path);
+      for (auto& d : mc.devices) resolve(d);
       inventory::make_plugin(mc);  // validates the type
       base.managers.push_back(mc);
     }

@@ -119,7 +119,9 @@ struct Service::Impl {
     fs::path dir = self.config_.data_dir / "stores" / name;
     bool fresh = !fs::exists(dir / "config");
     auto backend = store::open_local_backend(dir, true);
-    st->write_lock = backend->lock(store::Backend::LockKind::kWrite, "ferry server");
+    st->write_lock = backend->try_lock(store::Backend::LockKind::kWrite, "ferry server");
+    if (!st->write_lock)
+      fail(ErrorKind::kConflict, "store '" + dir.string() + "' is being written by another ferry process (a local 'ferry replicate' or prune?)");
     if (fresh) {
       store::InitOptions options;
       options.encrypt = name != "plain";
@@ -181,27 +183,61 @@ struct Service::Impl {
     spdlog::warn("run {} of job {} failed: {}", run.id, run.job_id, message);
   }
 
-  // Deletes images beyond the job's numberOfRecentAmisToKeep. Caller holds mu.
-  void apply_retention(const catalog::ReplicationJob& job) {
-    if (job.number_of_recent_amis_to_keep <= 0) return;
+  // Removes images beyond the job's numberOfRecentAmisToKeep from the catalog (call inside the transaction that
+  // adds the newest one, so no reader ever sees more than N) and returns them; their data goes with drop_data().
+  std::vector<catalog::Image> drop_excess_images(const catalog::ReplicationJob& job) {
+    std::vector<catalog::Image> dropped;
+    if (job.number_of_recent_amis_to_keep <= 0) return dropped;
     auto images = self.catalog_->images_of_job(job.id);
     int excess = static_cast<int>(images.size()) - job.number_of_recent_amis_to_keep;
-    for (int i = 0; i < excess; i++) delete_image_locked(images[i]);
+    for (int i = 0; i < excess; i++) {
+      self.catalog_->delete_image(images[i].id);
+      dropped.push_back(images[i]);
+    }
+    return dropped;
   }
 
-  void delete_image_locked(const catalog::Image& image) {
-    Store& st = open_store(image.store);
-    for (auto& d : image.disks) {
-      try {
-        st.repo->delete_snapshot(d.snapshot_id);
-      } catch (const Error& e) {
-        if (e.kind() != ErrorKind::kNotFound) throw;
+  // Deletes the snapshots of images already gone from the catalog. A crash before this leaves snapshots no image
+  // names; collect_orphans() removes them at the next start.
+  void drop_data(const std::vector<catalog::Image>& images) {
+    for (auto& image : images) {
+      Store& st = open_store(image.store);
+      for (auto& d : image.disks) {
+        try {
+          st.repo->delete_snapshot(d.snapshot_id);
+        } catch (const Error& e) {
+          if (e.kind() != ErrorKind::kNotFound) throw;
+        }
+      }
+      std::lock_guard lock(stores_mu);
+      st.prune_pending = true;
+      spdlog::info("deleted image {} of job {}", image.id, image.job_id);
+    }
+  }
+
+  // At start, before any request: snapshots that neither an image nor an open run's committed disks name are
+  // left by a crash between the catalog and the store; delete them so prune can reclaim their chunks.
+  void collect_orphans() {
+    fs::path root = self.config_.data_dir / "stores";
+    if (!fs::exists(root)) return;
+    std::set<std::string> live;
+    for (auto& image : self.images("")) for (auto& d : image.disks) live.insert(d.snapshot_id);
+    for (auto& run : self.catalog_->open_runs()) for (auto& d : run.disks) live.insert(d.snapshot_id);
+    for (auto& entry : fs::directory_iterator(root)) {
+      if (!fs::exists(entry.path() / "config")) continue;
+      std::string name = entry.path().filename().string();
+      Store& st = open_store(name);
+      size_t n = 0;
+      for (auto& id : st.repo->snapshot_ids())
+        if (!live.count(id)) {
+          st.repo->delete_snapshot(id);
+          n++;
+        }
+      if (n) {
+        st.prune_pending = true;
+        spdlog::warn("store '{}': deleted {} snapshot(s) no image refers to (left by an interrupted deletion)", name, n);
       }
     }
-    self.catalog_->delete_image(image.id);
-    std::lock_guard lock(stores_mu);
-    st.prune_pending = true;
-    spdlog::info("deleted image {} of job {}", image.id, image.job_id);
   }
 
   void prune_idle_stores() {
@@ -221,7 +257,14 @@ struct Service::Impl {
         st->prune_pending = false;
       }
       try {
-        auto exclusive = st->repo->backend().lock(store::Backend::LockKind::kExclusive, "ferry server prune");
+        // Someone reading the store beside the server (ferry store check, export) holds it shared: try again later
+        // rather than block every request behind the service lock.
+        auto exclusive = st->repo->backend().try_lock(store::Backend::LockKind::kExclusive, "ferry server prune");
+        if (!exclusive) {
+          std::lock_guard lock(stores_mu);
+          st->prune_pending = true;
+          continue;
+        }
         auto report = store::prune(*st->repo);
         spdlog::info("pruned store '{}': {} packs deleted, {} rewritten, {} -> {} bytes", name, report.packs_deleted, report.packs_rewritten,
                      report.bytes_before, report.bytes_after);
@@ -252,6 +295,7 @@ Service::Service(Config config) : config_(std::move(config)) {
       st.active_runs.insert(run.id);
     }
   }
+  impl_->collect_orphans();
 }
 
 Service::~Service() {
@@ -459,8 +503,12 @@ void Service::update_job(const std::string& job_id, const JobRequest& r) {
   if (r.encrypted) job.encrypted = *r.encrypted;
   if (r.kms_key_id) job.kms_key_id = *r.kms_key_id;
   if (!job.encrypted) job.kms_key_id.clear();
-  catalog_->update_job(job);
-  impl_->apply_retention(job);
+  std::vector<catalog::Image> dropped;
+  catalog_->transaction([&] {
+    catalog_->update_job(job);
+    dropped = impl_->drop_excess_images(job);
+  });
+  impl_->drop_data(dropped);
 }
 
 void Service::delete_job(const std::string& job_id) {
@@ -539,7 +587,8 @@ void Service::delete_image(const std::string& image_id) {
   std::lock_guard lock(impl_->mu);
   auto image = catalog_->get_image(image_id);
   if (!image) throw OperationError("InvalidParameterException", "no image '" + image_id + "'", ErrorKind::kNotFound);
-  impl_->delete_image_locked(*image);
+  catalog_->delete_image(image_id);
+  impl_->drop_data({*image});
 }
 
 // --- Connector side ---
@@ -768,14 +817,16 @@ std::string Service::complete_run(const std::string& connector_id, const std::st
     job.next_run_time = job.seed_time;
     while (job.next_run_time <= now) job.next_run_time += Time{job.frequency_hours} * 3600;
   }
+  std::vector<catalog::Image> dropped;
   catalog_->transaction([&] {
     catalog_->add_image(image);
     catalog_->update_run(run);
     catalog_->update_job(job);
+    dropped = impl_->drop_excess_images(job);
   });
   impl_->finish_in_store(image.store, run.id);
   spdlog::info("run {} completed: image {} of server {}", run.id, image.id, server->id);
-  impl_->apply_retention(job);
+  impl_->drop_data(dropped);
   return image.id;
 }
 

@@ -57,6 +57,8 @@ class Backend {
     virtual ~Lock() = default;
   };
   virtual std::unique_ptr<Lock> lock(LockKind kind, const std::string& purpose) = 0;
+  // Like lock(), but returns nullptr at once if another process holds a conflicting lock.
+  virtual std::unique_ptr<Lock> try_lock(LockKind kind, const std::string& purpose) { return lock(kind, purpose); }
 };
 
 // A repository in a local directory. Creates the directory layout if `create` is set.

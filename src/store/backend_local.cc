@@ -95,7 +95,8 @@ class LocalWriter : public ObjectWriter {
 
 class LocalLock : public Backend::Lock {
  public:
-  LocalLock(const fs::path& p, FileLock::Mode m, const std::string& purpose) : lock_(p, m, purpose) {}
+  LocalLock(const fs::path& p, FileLock::Mode m, const std::string& purpose, bool wait = true) : lock_(p, m, purpose, wait) {}
+  bool held() const { return lock_.held(); }
 
  private:
   FileLock lock_;
@@ -197,6 +198,13 @@ class LocalBackend : public Backend {
       case LockKind::kExclusive: return std::make_unique<LocalLock>(root_ / "locks" / "exclusive", FileLock::Mode::kExclusive, purpose);
     }
     return nullptr;
+  }
+
+  std::unique_ptr<Lock> try_lock(LockKind kind, const std::string& purpose) override {
+    fs::path file = root_ / "locks" / (kind == LockKind::kWrite ? "write" : "exclusive");
+    auto l = std::make_unique<LocalLock>(file, kind == LockKind::kRead ? FileLock::Mode::kShared : FileLock::Mode::kExclusive, purpose, false);
+    if (!l->held()) return nullptr;
+    return l;
   }
 
   // Removes temporaries ("<name>.tmp.<pid>.<random>") left by processes of this machine that no
