@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -46,9 +47,9 @@ void write_text(const fs::path& file, const std::string& text) {
   if (!out.flush()) throw std::runtime_error("cannot write " + file.string());
 }
 
-// Printed when a test failed, so the processes' side of the story is in the test output.
+// Printed when a test failed (or FERRY_E2E_LOGS is set), so the processes' side of the story is in the test output.
 void print_log_if_failed(const std::string& who, const fs::path& log) {
-  if (!::testing::Test::HasFailure() || !fs::exists(log)) return;
+  if ((!::testing::Test::HasFailure() && !std::getenv("FERRY_E2E_LOGS")) || !fs::exists(log)) return;
   std::cerr << "---- end of " << who << " log " << log << " ----\n" << tail(slurp(log), 6000) << "\n---- end ----\n";
 }
 
@@ -150,7 +151,7 @@ json Client::json(const std::vector<std::string>& args) const {
   if (r.exit_code != 0) throw std::runtime_error("ferry " + joined(all) + ": " + describe(r));
   try {
     return nlohmann::json::parse(r.out);
-  } catch (const std::exception& e) {
+  } catch (const nlohmann::json::exception&) {
     throw std::runtime_error("ferry " + joined(all) + " printed no JSON: " + describe(r));
   }
 }

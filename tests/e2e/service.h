@@ -108,8 +108,8 @@ struct ServerOptions {
 };
 
 // A ferry server data directory (made with `ferry server init --json` at construction) and its process.
-// The destructor stops the server (SIGKILL if SIGTERM does not end it) and, if the test failed, prints the
-// end of its log.
+// The destructor stops the server (SIGKILL if SIGTERM does not end it) and, if the test failed (or the environment
+// sets FERRY_E2E_LOGS), prints the end of its log; so does ConnectorProcess's.
 class ServerProcess {
  public:
   // `dir` holds data/, server.log, address and the client config file.

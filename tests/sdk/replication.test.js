@@ -15,6 +15,9 @@ import {
   ImportServerCatalogCommand,
   StartOnDemandReplicationRunCommand,
   UpdateReplicationJobCommand,
+  paginateGetReplicationJobs,
+  paginateGetReplicationRuns,
+  paginateGetServers,
 } from '@aws-sdk/client-sms';
 import { MiB, VMS, World, expectError, imagesIdentical, waitFor, writeRandom } from './lib/harness.js';
 
@@ -38,8 +41,14 @@ after(async () => {
   await world?.stop();
 });
 
-async function allServers(input = {}) {
-  const out = await sms.send(new GetServersCommand(input));
+function allServers(input = {}) {
+  return sms.send(new GetServersCommand(input));
+}
+
+// Every page of an SDK paginator: [[items of page 1], [items of page 2], ...].
+async function pages(paginator, member) {
+  const out = [];
+  for await (const page of paginator) out.push(page[member]);
   return out;
 }
 
@@ -72,6 +81,7 @@ async function replicate(vm, description) {
   assert.ok(run.scheduledStartTime instanceof Date);
   assert.ok(run.completedTime instanceof Date);
   assert.ok(run.completedTime >= run.scheduledStartTime);
+  assert.equal(run.stageDetails.stageProgress, '100%');
   assert.equal(typeof run.bytesUploaded, 'number');
   runs[vm].push(run);
   return run;
@@ -135,8 +145,14 @@ test('ImportServerCatalog lists every VM, the unparsable one with its error, und
   assert.equal(servers.web01.error, undefined);
   assert.match(servers.broken01.error, /broken01\.vmx line 3/);
 
-  await sms.send(new ImportServerCatalogCommand({}));
-  assert.equal((await allServers()).serverCatalogStatus, 'IMPORTING');
+  // The connector, stopped, cannot answer before the status is read.
+  world.connector.signal('SIGSTOP');
+  try {
+    await sms.send(new ImportServerCatalogCommand({}));
+    assert.equal((await allServers()).serverCatalogStatus, 'IMPORTING');
+  } finally {
+    world.connector.signal('SIGCONT');
+  }
   const second = await waitForCatalog(3);
   const ids = (list) => Object.fromEntries(list.map((s) => [s.vmServer.vmName, s.serverId]));
   assert.deepEqual(ids(second.serverList), ids(first.serverList));
@@ -153,6 +169,10 @@ test('GetServers pages with maxResults and nextToken, and filters by vmServerAdd
     nextToken = page.nextToken;
   } while (nextToken);
   assert.deepEqual([...seen].sort(), Object.values(servers).map((s) => s.serverId).sort());
+  // The SDK's own paginator walks the same pages.
+  const walked = await pages(paginateGetServers({ client: sms, pageSize: 1 }, {}), 'serverList');
+  assert.equal(walked.length, 3);
+  assert.deepEqual(walked.flat().map((s) => s.serverId), seen);
 
   const db = await allServers({ vmServerAddressList: [servers.db01.vmServer.vmServerAddress] });
   assert.deepEqual(db.serverList.map((s) => s.serverId), [servers.db01.serverId]);
@@ -229,6 +249,9 @@ test('CreateReplicationJob makes one job per server, listed by GetReplicationJob
     assert.equal(job.vmServer.vmName, vm);
     assert.deepEqual(job.replicationRunList, []);
   }
+  const walked = await pages(paginateGetReplicationJobs({ client: sms, pageSize: 1 }, {}), 'replicationJobList');
+  assert.deepEqual(walked.map((p) => p.length), [1, 1]);
+  assert.deepEqual(walked.flat().map((j) => j.replicationJobId).sort(), Object.values(jobs).sort());
 
   // The server catalog names each server's job.
   const listed = await allServers({ vmServerAddressList: [servers.web01.vmServer.vmServerAddress] });
@@ -304,7 +327,11 @@ test('a second run after a change uploads only what changed, and its image reads
 test('numberOfRecentAmisToKeep 2 keeps the two newest images of three', async () => {
   const third = await replicate('db01', 'third');
   await assertImageMatchesDisks('db01', third.amiId);
-  const images = await world.cliJson(['images', 'list', '--job', jobs.db01]);
+  // The run shows COMPLETED as its image is recorded; the oldest image goes right after, in the same call.
+  const images = await waitFor('the oldest image of db01 to be deleted', async () => {
+    const list = await world.cliJson(['images', 'list', '--job', jobs.db01]);
+    return list.length <= 2 && list;
+  }, { world, timeoutMs: 30000 });
   assert.deepEqual(images.map((i) => i.imageId).sort(), [runs.db01[1].amiId, runs.db01[2].amiId].sort());
   for (const i of images) {
     assert.equal(i.replicationJobId, jobs.db01);
@@ -312,9 +339,11 @@ test('numberOfRecentAmisToKeep 2 keeps the two newest images of three', async ()
     assert.deepEqual(i.disks.map((d) => d.name), ['vda']);
   }
   // The runs stay listed with their amiId even after the image is gone, as in SMS.
-  const out = await sms.send(new GetReplicationRunsCommand({ replicationJobId: jobs.db01 }));
-  assert.equal(out.replicationRunList.length, 3);
-  assert.ok(out.replicationRunList.every((r) => r.state === 'COMPLETED'));
+  const listed = await pages(paginateGetReplicationRuns({ client: sms, pageSize: 2 }, { replicationJobId: jobs.db01 }),
+    'replicationRunList');
+  assert.deepEqual(listed.map((p) => p.length), [2, 1]);
+  assert.deepEqual(listed.flat().map((r) => r.amiId).sort(), runs.db01.map((r) => r.amiId).sort());
+  assert.ok(listed.flat().every((r) => r.state === 'COMPLETED'));
 });
 
 test('UpdateReplicationJob changes frequency, description and retention', async () => {

@@ -39,7 +39,8 @@ export async function run(program, args, options = {}) {
     return await execFileP(program, args, { maxBuffer: 64 * MiB, ...options });
   } catch (e) {
     const detail = [e.stderr, e.stdout].filter(Boolean).join('\n').trim();
-    throw new Error(`${path.basename(program)} ${args.join(' ')} failed (exit ${e.code}): ${detail || e.message}`);
+    const how = e.signal ? `killed by ${e.signal}` : `exit ${e.code}`;
+    throw new Error(`${path.basename(program)} ${args.join(' ')} failed (${how}): ${detail || e.message}`);
   }
 }
 
@@ -58,7 +59,7 @@ export async function writePattern(file, format, pattern, offset, length) {
 // Writes `length` random bytes at `offset`: data that neither compresses nor deduplicates, so the bytes a run
 // uploads measure what it found changed.
 export async function writeRandom(file, format, offset, length) {
-  const source = path.join(path.dirname(file), `.random-${crypto.randomUUID()}`);
+  const source = path.join(os.tmpdir(), `ferry-sdk-random-${crypto.randomUUID()}`);
   fs.writeFileSync(source, crypto.randomBytes(length));
   try {
     await run('qemu-io', ['-f', format, '-c', `write -q -s ${source} ${offset} ${length}`, file]);
@@ -135,7 +136,8 @@ function domainXml(name, uuid, disk) {
 `;
 }
 
-// Writes the inventory under `root` and returns the connector configuration's path. `names` picks VMS entries.
+// Writes the inventory under `root` and returns the connector configuration's path. `names` picks VMS entries;
+// the connector serves the managers they need, and the VMware datastore also holds a VM whose .vmx is broken.
 export async function makeInventory(root, names = Object.keys(VMS)) {
   const jobs = [];
   for (const name of names) {
@@ -145,23 +147,21 @@ export async function makeInventory(root, names = Object.keys(VMS)) {
     }
   }
   await Promise.all(jobs);
-  fs.mkdirSync(path.join(root, 'vmware'), { recursive: true });
-  fs.mkdirSync(path.join(root, 'libvirt'), { recursive: true });
-  if (names.includes('web01')) fs.writeFileSync(path.join(root, 'vmware/web01/web01.vmx'), WEB01_VMX);
-  if (names.includes('db01')) {
+  const managers = [];
+  if (names.some((n) => VMS[n].manager === 'vmware')) {
+    managers.push({ type: 'vmware', name: 'esx1', path: 'vmware' });
+    fs.mkdirSync(path.join(root, 'vmware/broken01'), { recursive: true });
+    fs.writeFileSync(path.join(root, 'vmware/broken01/broken01.vmx'), BROKEN_VMX);
+    if (names.includes('web01')) fs.writeFileSync(path.join(root, 'vmware/web01/web01.vmx'), WEB01_VMX);
+  }
+  if (names.some((n) => VMS[n].manager === 'libvirt')) {
+    managers.push({ type: 'libvirt', name: 'kvm1', path: 'libvirt' });
+    fs.mkdirSync(path.join(root, 'libvirt'), { recursive: true });
     fs.writeFileSync(path.join(root, 'libvirt/db01.xml'),
       domainXml('db01', '7c1f0e6a-3b2d-4c5e-8f90-a1b2c3d4e5f6', path.join(root, VMS.db01.disks[0].file)));
   }
-  fs.mkdirSync(path.join(root, 'vmware/broken01'), { recursive: true });
-  fs.writeFileSync(path.join(root, 'vmware/broken01/broken01.vmx'), BROKEN_VMX);
   const config = path.join(root, 'connector.json');
-  fs.writeFileSync(config, JSON.stringify({
-    name: 'dc1',
-    managers: [
-      { type: 'vmware', name: 'esx1', path: 'vmware' },
-      { type: 'libvirt', name: 'kvm1', path: 'libvirt' },
-    ],
-  }, null, 2));
+  fs.writeFileSync(config, JSON.stringify({ name: 'dc1', managers }, null, 2));
   return config;
 }
 
@@ -224,8 +224,8 @@ export async function waitFor(what, probe, { timeoutMs = 60000, intervalMs = 200
   }
 }
 
-// A ferry server with its own data directory, and (after startConnector) one connector serving a generated
-// inventory. stop() ends both and removes the directory (kept when FERRY_SDK_KEEP is set, for a post-mortem).
+// A ferry server with its own data directory and one connector serving a generated inventory (`vms`: names in
+// VMS). stop() ends both and removes the directory (kept when FERRY_SDK_KEEP is set, for a post-mortem).
 export class World {
   static async start({ connectorTimeout = 3, vms } = {}) {
     const w = new World();
@@ -244,6 +244,7 @@ export class World {
     const data = path.join(this.dir, 'data');
     const { stdout } = await run(FERRY, ['server', 'init', '--data', data, '--json']);
     const init = JSON.parse(stdout);
+    fs.writeFileSync(path.join(this.dir, 'admin.json'), stdout, { mode: 0o600 });  // for a post-mortem (FERRY_SDK_KEEP)
     this.dataDir = data;
     this.credentials = { accessKeyId: init.accessKeyId, secretAccessKey: init.secretAccessKey };
     const addressFile = path.join(this.dir, 'address');
