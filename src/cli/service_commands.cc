@@ -115,6 +115,10 @@ int server_run(const ServerArgs& a) {
     http.stop();
   });
   spdlog::info("ferry server {} listening on {} (data {})", FERRY_VERSION, url, a.data);
+  bool loopback = a.listen.rfind("127.", 0) == 0 || a.listen.rfind("localhost:", 0) == 0 || a.listen.rfind("[::1]:", 0) == 0;
+  if (a.tls_cert.empty() && !loopback)
+    spdlog::warn("plain HTTP on a non-loopback address: requests stay signed, but the store keys a connector receives for a run "
+                 "cross the network in clear; give --tls-cert and --tls-key");
   http.serve();
   svc.stop();
   spdlog::info("stopped");
