@@ -19,7 +19,6 @@ data of its own. About 380 MiB of data in all at --scale 1; the same bytes on ev
 """
 import argparse
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -72,7 +71,8 @@ class Blobs:
 
 
 def fill(disk: Path, fmt: str, writes):
-    """Writes (offset_mib, source) pairs into `disk` with qemu-io; source is a blob file or a byte pattern (int)."""
+    """Writes (offset_mib, source, length) into `disk` with qemu-io: a blob file (its whole size; length None), or
+    a byte pattern (an int) over `length` ("4M")."""
     commands = []
     for offset_mib, source, length in writes:
         if isinstance(source, int):
@@ -139,7 +139,7 @@ def hyperv(root: Path, blobs: Blobs, os_blob: Path):
     (vm / "Virtual Hard Disks").mkdir(parents=True)
     (vm / "Virtual Machines").mkdir(parents=True)
     disk = vm / "Virtual Hard Disks" / "app01.vhdx"
-    run("qemu-img", "create", "-q", "-f", "vhdx", str(disk), "4G")
+    run("qemu-img", "create", "-q", "-f", "vhdx", str(disk), "2G")
     fill(disk, "vhdx", boot_disk_writes(blobs, os_blob, "app01", 30, 8, 8))
     # The XML configuration of Hyper-V on Windows Server 2012 R2 (newer ones write binary .vmcx).
     (vm / "Virtual Machines" / "7C1A3E5F-2B4D-4F60-9E8A-1D2C3B4A5F60.xml").write_text(
@@ -218,7 +218,8 @@ def main():
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
-    with tempfile.TemporaryDirectory(prefix="ferry-sample-", dir=root.parent) as tmp:
+    # Scratch files in the system's temporary directory: qemu-io's `write -s FILE` cannot take a path with spaces.
+    with tempfile.TemporaryDirectory(prefix="ferry-sample-") as tmp:
         scratch = Path(tmp)
         blobs = Blobs(scratch, args.scale)
         os_blob = blobs.random(32, 1)
@@ -237,7 +238,8 @@ def main():
             {"type": "ova", "name": "appliances", "path": "ova"},
         ],
     }
-    (root / "connector.json").write_text(json.dumps(config, indent=2) + "\n")
+    managers = ",\n".join("    " + json.dumps(m) for m in config["managers"])
+    (root / "connector.json").write_text(f'{{\n  "name": {json.dumps(config["name"])},\n  "managers": [\n{managers}\n  ]\n}}\n')
     used = int(run("du", "-s", "--block-size=1", "--", str(root)).split()[0])
     print(f"sample inventory in {root}: 5 VMs (vmware, libvirt, hyperv, azure, ova), {used / MiB:.0f} MiB allocated")
 

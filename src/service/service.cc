@@ -568,6 +568,9 @@ void Service::export_image(const std::string& image_id, const std::string& disk,
   if (!d) {
     std::string names;
     for (auto& x : image->disks) names += (names.empty() ? "" : ", ") + x.name;
+    if (disk.empty())
+      throw OperationError("MissingRequiredParameterException",
+                           "image " + image_id + " has " + std::to_string(image->disks.size()) + " disks; name the one to export (" + names + ")");
     throw OperationError("InvalidParameterException", "image " + image_id + " has no disk '" + disk + "' (disks: " + names + ")");
   }
   disk::TargetFormat target;
