@@ -5,7 +5,7 @@
 # shows the whole service (server, connector, jobs, runs) instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh
+./scripts/setup.sh ferry
 FERRY=$PWD/build/ferry
 OUT=${FERRY_DEMO_DIR:-$PWD/demo-out/local}
 rm -rf "$OUT" && mkdir -p "$OUT"

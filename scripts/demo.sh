@@ -70,7 +70,7 @@ trap 'exit 130' INT TERM
 
 rm -rf "$OUT"
 step "0. Install what is missing and build (scripts/setup.sh)"
-./scripts/setup.sh
+./scripts/setup.sh ferry
 BUILT=$SECONDS
 mkdir -p "$OUT/exports"
 # The client profile lives in demo-out/config, not in ~/.config/ferry; every client verb below uses profile 'demo'.

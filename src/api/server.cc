@@ -256,7 +256,7 @@ HttpServer::HttpServer(service::Service& svc, ListenOptions options) : impl_(std
   }
   impl_->http->set_read_timeout(120);
   impl_->http->set_write_timeout(120);
-  impl_->http->set_keep_alive_timeout(30);
+  impl_->http->set_keep_alive_timeout(5);  // short: stop() waits for threads holding idle connections
   impl_->http->set_payload_max_length(size_t{1} << 30);
   impl_->routes();
 }

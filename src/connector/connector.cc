@@ -437,6 +437,23 @@ class Agent {
         options.name = server_id + "/" + name;
         options.threads = config_.threads;
         options.progress = &progress;
+        // Stops mid-disk when the connector shuts down or the server says the run is over.
+        std::atomic<bool> stop_disk{false};
+        options.cancel = &stop_disk;
+        std::thread watcher([&] {
+          while (!stop_disk) {
+            if (stop_ || cancelled) stop_disk = true;
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          }
+        });
+        struct JoinWatcher {
+          std::atomic<bool>& flag;
+          std::thread& t;
+          ~JoinWatcher() {
+            flag = true;
+            t.join();
+          }
+        } join_watcher{stop_disk, watcher};
         auto result = replicate::replicate(*source, *repo, options);
         spdlog::info("run {}: disk {} done: {} read, {} new, {} uploaded", run_id, name, human_bytes(result.snapshot.stats.bytes_read),
                      human_bytes(result.snapshot.stats.bytes_new), human_bytes(uploads->uploaded()));

@@ -133,6 +133,8 @@ Result replicate(disk::Source& source, store::Repository& repo, const Options& o
       }
       uint64_t c = first, zero_bytes = 0;
       while (c < last && !failed) {
+        if (options.cancel && options.cancel->load(std::memory_order_relaxed))
+          fail(ErrorKind::kConflict, "replication of '" + snap.source + "' was cancelled");
         if (!data_chunk[c - first]) {
           zero_bytes += std::min<uint64_t>(cs, size - c * cs);
           c++;

@@ -8,6 +8,7 @@
 // Nothing is visible until the snapshot is saved, and a failed run removes what it wrote.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -24,6 +25,8 @@ struct Options {
   std::string name;             // the disk's identity across runs; empty = the source path made absolute
   unsigned threads = 0;         // hashing/compression workers; 0 = one per core
   Progress* progress = nullptr; // advanced by the bytes of the disk covered (data read or zero skipped)
+  // When it becomes true the run stops soon (within a batch of reads) and fails with kConflict; nothing is committed.
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 struct Result {
