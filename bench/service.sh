@@ -10,6 +10,7 @@
 #   BENCH_BUILD       build directory (default <repo>/build-bench: Release, -DFERRY_WERROR=ON); ferry and
 #                     get_servers_bench are built there first
 #   BENCH_NO_BUILD    1: use the binaries already in BENCH_BUILD
+#   FERRY             a ferry binary to measure instead of BENCH_BUILD/ferry (get_servers_bench still comes from there)
 #   BENCH_SIZE_GIB, BENCH_RUNS, BENCH_MUTATE_PCT, BENCH_SEED   as for bench/run.sh (4, 3, 1, 42)
 #   BENCH_DATA        where the generated disks are cached (default bench/run.sh's: bench/out/work/data; the same
 #                     files when the parameters match)
@@ -44,17 +45,20 @@ die() { printf '\n!!!!!!!! SERVICE BENCH FAILED: %s\n\n' "$*" >&2; exit 1; }
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
 
 # ---------------------------------------------------------------- build
-if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
+if [ "${BENCH_NO_BUILD:-0}" != 1 ] && [ -z "${FERRY:-}" ]; then
   log "building ferry and get_servers_bench in $BUILD (Release, -DFERRY_WERROR=ON)"
   # -Wno-error=restrict: GCC 12 at -O3 reports a false -Wrestrict inside std::string (GCC bug 105651).
   cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFERRY_WERROR=ON \
     -DCMAKE_CXX_FLAGS=-Wno-error=restrict >"$OUT.cmake.log" 2>&1 || { cat "$OUT.cmake.log" >&2; die "cmake failed"; }
   cmake --build "$BUILD" --target ferry get_servers_bench >"$OUT.build.log" 2>&1 || { tail -n 40 "$OUT.build.log" >&2; die "build failed"; }
 fi
-[ -x "$BUILD/ferry" ] || die "no ferry binary in $BUILD"
+FERRY_ORIG=${FERRY:-$BUILD/ferry}
+[ -x "$FERRY_ORIG" ] || die "no ferry binary $FERRY_ORIG"
 command -v qemu-img >/dev/null || die "qemu-img is needed (apt-get install qemu-utils)"
 
 T_START=$(date +%s.%N)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+awk -v l="${LOAD_START%% *}" 'BEGIN{exit !(l > 1.0)}' && log "WARNING: load average is $LOAD_START: other work on this machine skews the numbers"
 mkdir -p "$OUT" "$WORK" "$DATA"
 WORK=$(cd "$WORK" && pwd)
 DATA=$(cd "$DATA" && pwd)
@@ -63,7 +67,7 @@ RAW=$WORK/measurements.jsonl
 rm -rf "$LOGS" "$WORK"/run-*; mkdir -p "$LOGS"
 : >"$RAW"
 # Run a private copy: a rebuild during the benchmark must not mix two binaries.
-cp "$BUILD/ferry" "$WORK/ferry.bin"
+cp "$FERRY_ORIG" "$WORK/ferry.bin"
 FERRY=$WORK/ferry.bin
 
 # ---------------------------------------------------------------- data: exactly bench/run.sh's (cached by parameters)
@@ -187,7 +191,7 @@ start_service() {
   AWS_ACCESS_KEY_ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["accessKeyId"])' "$dir/init.json")
   AWS_SECRET_ACCESS_KEY=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["secretAccessKey"])' "$dir/init.json")
   local token
-  token=$("$FERRY" connectors token) || die "connectors token failed"
+  token=$("$FERRY" connectors token 2>/dev/null) || die "connectors token failed"
   printf '{"name": "bench", "managers": [{"type": "local", "name": "host", "devices": ["%s"]}]}\n' "$TARGET" >"$dir/connector.json"
   "$FERRY" connector --server "$FERRY_ENDPOINT" --token "$token" --config "$dir/connector.json" --state "$dir/connector-state" \
     --poll-interval-ms "$POLL_MS" --log-json >"$dir/connector.log" 2>&1 &
@@ -313,7 +317,9 @@ T_END=$(date +%s.%N)
   echo "kernel=$(uname -r)"
   echo "os=$(. /etc/os-release && echo "$PRETTY_NAME")"
   echo "fs=$(findmnt -no FSTYPE -T "$WORK" 2>/dev/null || echo '?')"
-  echo "ferry=$("$FERRY" --version 2>&1 | head -n1 || true) ($BUILD/ferry, sha256 $(sha256sum "$FERRY" | cut -c1-12))"
+  echo "ferry=$("$FERRY" --version 2>&1 | head -n1 || true) ($FERRY_ORIG, sha256 $(sha256sum "$FERRY" | cut -c1-12))"
+  echo "loadavg_start=$LOAD_START"
+  echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
   echo "wall_seconds=$(awk -v a="$T_START" -v b="$T_END" 'BEGIN{printf "%.0f", b-a}')"
 } >"$WORK/machine.txt"
 
@@ -376,7 +382,8 @@ if gs:
     L.append("")
 mem = int(machine.get("mem_kib", "0")) / (1 << 20)
 L.append(f"Machine: {machine.get('nproc')} CPUs ({machine.get('cpu')}), {mem:.1f} GiB RAM, {machine.get('os')}, kernel {machine.get('kernel')}, "
-         f"filesystem {machine.get('fs')}. ferry: {machine.get('ferry')}. Benchmark wall time: {machine.get('wall_seconds')} s.")
+         f"filesystem {machine.get('fs')}. ferry: {machine.get('ferry')}. Load average at start {machine.get('loadavg_start')}, "
+         f"at end {machine.get('loadavg_end')}. Benchmark wall time: {machine.get('wall_seconds')} s.")
 print("\n".join(L))
 json.dump({"summary": summary, "records": recs, "get_servers": gs, "machine": machine, "disk": disk, "mutation": mutation},
           open(out_json, "w"), indent=2)
