@@ -45,12 +45,15 @@ die() { printf '\n!!!!!!!! SERVICE BENCH FAILED: %s\n\n' "$*" >&2; exit 1; }
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
 
 # ---------------------------------------------------------------- build
+mkdir -p "$OUT"
 if [ "${BENCH_NO_BUILD:-0}" != 1 ] && [ -z "${FERRY:-}" ]; then
   log "building ferry and get_servers_bench in $BUILD (Release, -DFERRY_WERROR=ON)"
-  # -Wno-error=restrict: GCC 12 at -O3 reports a false -Wrestrict inside std::string (GCC bug 105651).
+  # -Wno-error=restrict: at -O3 GCC 12 reports a false -Wrestrict inside std::string's operator+ (a known compiler
+  # false positive; RelWithDebInfo's -O2 does not trigger it). It stays a warning.
   cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFERRY_WERROR=ON \
-    -DCMAKE_CXX_FLAGS=-Wno-error=restrict >"$OUT.cmake.log" 2>&1 || { cat "$OUT.cmake.log" >&2; die "cmake failed"; }
-  cmake --build "$BUILD" --target ferry get_servers_bench >"$OUT.build.log" 2>&1 || { tail -n 40 "$OUT.build.log" >&2; die "build failed"; }
+    -DCMAKE_CXX_FLAGS=-Wno-error=restrict >"$OUT/service-cmake.log" 2>&1 || { cat "$OUT/service-cmake.log" >&2; die "cmake failed"; }
+  cmake --build "$BUILD" --target ferry get_servers_bench >"$OUT/service-build.log" 2>&1 \
+    || { tail -n 40 "$OUT/service-build.log" >&2; die "build failed"; }
 fi
 FERRY_ORIG=${FERRY:-$BUILD/ferry}
 [ -x "$FERRY_ORIG" ] || die "no ferry binary $FERRY_ORIG"
@@ -132,6 +135,7 @@ du_b() { du -sb "$1" | cut -f1; }
 now_ns() { date +%s%N; }
 # cpu_ticks PID: utime+stime of a process in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hwm_kib() { awk '/^VmHWM/{print $2}' "/proc/$1/status"; }
 TICKS=$(getconf CLK_TCK)
 record() { printf '%s\n' "$1" >>"$RAW"; }
 
@@ -219,10 +223,11 @@ service_run() {
   run_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[0]["replicationRunId"])' "$LOGS/$label-$kind-$run.out")
   # Timestamps from both logs (ms): StartOnDemand accepted, connector began, disk done, run completed.
   python3 - "$dir/server.log" "$dir/connector.log" "$run_id" "$LOGS/$label-$kind-$run.out" "$label" "$kind" "$run" \
-    "$t0" "$t1" "$(( s1 - s0 ))" "$(( c1 - c0 ))" "$TICKS" "$(( $(du_b "$store") - before ))" >>"$RAW" <<'PYEOF'
+    "$t0" "$t1" "$(( s1 - s0 ))" "$(( c1 - c0 ))" "$TICKS" "$(( $(du_b "$store") - before ))" \
+    "$(hwm_kib "$SERVER_PID")" "$(hwm_kib "$CONNECTOR_PID")" >>"$RAW" <<'PYEOF'
 import json, sys
 from datetime import datetime
-slog, clog, rid, out, label, kind, run, t0, t1, sticks, cticks, hz, stored = sys.argv[1:14]
+slog, clog, rid, out, label, kind, run, t0, t1, sticks, cticks, hz, stored, shwm, chwm = sys.argv[1:16]
 def events(path):
     ev = []
     for line in open(path):
@@ -252,7 +257,9 @@ print(json.dumps({"path": label, "kind": kind, "run": int(run), "run_id": rid,
                   "replicate_seconds": round(disk_done - began, 3),  # begin -> disk's snapshot uploaded (connector log)
                   "finish_seconds": round(done - disk_done, 3),     # last progress report, complete, image recorded
                   "server_cpu_seconds": round(int(sticks) / hz, 2), "connector_cpu_seconds": round(int(cticks) / hz, 2),
-                  "bytes_uploaded": r.get("bytesUploaded"), "stored_bytes": int(stored), "image": r.get("amiId")}))
+                  "bytes_uploaded": r.get("bytesUploaded"), "stored_bytes": int(stored), "image": r.get("amiId"),
+                  # peak RSS of each process since it started (a fresh pair of processes per full run)
+                  "server_peak_rss_kib": int(shwm), "connector_peak_rss_kib": int(chwm)}))
 PYEOF
   log "  $label $kind run $run: $(tail -n 1 "$RAW" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.2f s (start->completed; cli %.2f s; pickup %.2f s; server cpu %.2f s, connector cpu %.2f s; uploaded %s bytes)" % (r["seconds"], r["cli_seconds"], r["pickup_seconds"], r["server_cpu_seconds"], r["connector_cpu_seconds"], r["bytes_uploaded"]))')"
 }
@@ -338,6 +345,7 @@ def med(rs, k):
 def group(path, kind): return [r for r in recs if r["path"] == path and r["kind"] == kind]
 def fb(x): return "-" if x is None else (f"{x / MiB:,.1f} MiB" if x < GiB else f"{x / GiB:.3f} GiB")
 def f2(x): return "-" if x is None else f"{x:.2f}"
+def fm(kib): return "-" if kib is None else f"{kib / 1024:,.0f}"
 summary = {}
 L = [f"## ferry service benchmark — {size} GiB sparse disk, median of {runs} run(s)", ""]
 L.append(f"Disk: {fb(disk['size'])} apparent, {fb(disk['data_bytes'])} data in {disk['extents']} extents, seed {disk['seed']} "
@@ -346,15 +354,16 @@ L.append(f"Connector heartbeat every {poll} ms (`--poll-interval-ms {poll}`); en
 L.append("Service seconds: StartOnDemandReplicationRun accepted → run COMPLETED, from the server's log (ms); "
          "`runs start --wait` polls once a second, so its wall time is up to 1 s longer.")
 L.append("")
-L.append("| Operation | Path | Seconds (median) | Service ÷ local | all runs | CLI wall s | pickup s | connector replicate s | finish s | CPU s (server + connector) | Uploaded | Stored |")
-L.append("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+L.append("| Operation | Path | Seconds (median) | Service ÷ local | all runs | CLI wall s | pickup s | connector replicate s | finish s | CPU s (server + connector) | Peak RSS MiB (server / connector) | Uploaded | Stored |")
+L.append("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for kind, title in (("full", "Full replication"), ("incr", f"Incremental ({mutation['percent']}% mutated)")):
     loc = group("local", kind)
     lm = med(loc, "seconds")
     summary[f"{kind}/local"] = {"seconds_median": lm, "seconds_all": [r["seconds"] for r in loc],
-                                "cpu_seconds_median": med(loc, "cpu_seconds"), "stored_bytes_median": med(loc, "stored_bytes")}
+                                "cpu_seconds_median": med(loc, "cpu_seconds"), "stored_bytes_median": med(loc, "stored_bytes"),
+                                "rss_kib_max": max((r["rss_kib"] for r in loc), default=None)}
     L.append(f"| {title} | local `ferry replicate` | {f2(lm)} | 1.00× | {' '.join(f2(r['seconds']) for r in loc)} | - | - | - | - | "
-             f"{f2(med(loc, 'cpu_seconds'))} | - | {fb(med(loc, 'stored_bytes'))} |")
+             f"{f2(med(loc, 'cpu_seconds'))} | {fm(summary[f'{kind}/local']['rss_kib_max'])} | - | {fb(med(loc, 'stored_bytes'))} |")
     for path, label in (("service", "connector → server"), ("verify-full", "connector → server, `--verify-uploads full`")):
         rs = group(path, kind)
         if not rs: continue
@@ -363,11 +372,14 @@ for kind, title in (("full", "Full replication"), ("incr", f"Incremental ({mutat
         cpu = [r["server_cpu_seconds"] + r["connector_cpu_seconds"] for r in rs]
         s = {k + "_median": med(rs, k) for k in ("seconds", "cli_seconds", "pickup_seconds", "replicate_seconds", "finish_seconds",
                                                   "server_cpu_seconds", "connector_cpu_seconds", "bytes_uploaded", "stored_bytes")}
-        s.update({"seconds_all": [r["seconds"] for r in rs], "ratio_vs_local": ratio})
+        s.update({"seconds_all": [r["seconds"] for r in rs], "ratio_vs_local": ratio,
+                  "server_peak_rss_kib_max": max(r["server_peak_rss_kib"] for r in rs),
+                  "connector_peak_rss_kib_max": max(r["connector_peak_rss_kib"] for r in rs)})
         summary[f"{kind}/{path}"] = s
         L.append(f"| {title} | {label} | {f2(sm)} | {'-' if ratio is None else f'{ratio:.2f}×'} | {' '.join(f2(r['seconds']) for r in rs)} | "
                  f"{f2(s['cli_seconds_median'])} | {f2(s['pickup_seconds_median'])} | {f2(s['replicate_seconds_median'])} | "
                  f"{f2(s['finish_seconds_median'])} | {f2(s['server_cpu_seconds_median'])} + {f2(s['connector_cpu_seconds_median'])} | "
+                 f"{fm(s['server_peak_rss_kib_max'])} / {fm(s['connector_peak_rss_kib_max'])} | "
                  f"{fb(s['bytes_uploaded_median'])} | {fb(s['stored_bytes_median'])} |")
 L.append("")
 if gs:

@@ -152,8 +152,9 @@ json inventory_report(const Config& c) {
 // on the server, which indexes them, so the retry does not send them again.
 class UploadBackend : public store::Backend {
  public:
-  UploadBackend(client::Client& client, std::string run_id, std::string store, std::map<std::string, std::string> parents)
-      : client_(client), run_id_(std::move(run_id)), store_(std::move(store)), parents_(std::move(parents)) {}
+  UploadBackend(client::Client& client, std::string run_id, std::string store, std::map<std::string, std::string> parents,
+                size_t pack_size)
+      : client_(client), run_id_(std::move(run_id)), store_(std::move(store)), parents_(std::move(parents)), pack_size_(pack_size) {}
 
   void set_disk(const std::string& disk) {
     std::lock_guard lock(mu_);
@@ -165,14 +166,14 @@ class UploadBackend : public store::Backend {
 
   void put(store::ObjectType type, const std::string& name, std::string_view data) override {
     if (type == store::ObjectType::kIndex) {
-      upload("/connector/v1/runs/" + run_id_ + "/indexes/" + name, data, {});
+      upload("/connector/v1/runs/" + run_id_ + "/indexes/" + name, std::string(data), {});
     } else if (type == store::ObjectType::kSnapshot) {
       std::string disk;
       {
         std::lock_guard lock(mu_);
         disk = disk_;
       }
-      upload("/connector/v1/runs/" + run_id_ + "/snapshots/" + name, data, {{"X-Ferry-Disk", disk}});
+      upload("/connector/v1/runs/" + run_id_ + "/snapshots/" + name, std::string(data), {{"X-Ferry-Disk", disk}});
     } else {
       fail(ErrorKind::kUnsupported, std::string("a connector does not write ") + store::to_string(type) + " objects");
     }
@@ -180,7 +181,8 @@ class UploadBackend : public store::Backend {
 
   class PackUpload : public store::ObjectWriter {
    public:
-    explicit PackUpload(UploadBackend& b) : b_(b) {}
+    explicit PackUpload(UploadBackend& b) : b_(b), buf_(b.take_buffer()) {}
+    ~PackUpload() override { b_.return_buffer(std::move(buf_)); }
     void append(std::string_view data) override { buf_.append(data); }
     uint64_t size() const override { return buf_.size(); }
     void commit(const std::string& name) override { b_.upload("/connector/v1/runs/" + b_.run_id_ + "/packs/" + name, buf_, {}); }
@@ -224,8 +226,27 @@ class UploadBackend : public store::Backend {
   std::unique_ptr<Lock> lock(LockKind, const std::string&) override { return std::make_unique<Lock>(); }
 
  private:
-  void upload(const std::string& path, std::string_view data, std::vector<std::pair<std::string, std::string>> headers) {
-    auto r = client_.send("PUT", path, std::string(data), "application/octet-stream", headers);
+  // Pack buffers are reused: a fresh 16 MiB buffer per pack costs a page fault per 4 KiB, and growing one by
+  // appending copies it several times over.
+  std::string take_buffer() {
+    std::lock_guard lock(mu_);
+    if (spare_.empty()) {
+      std::string b;
+      b.reserve(pack_size_ + pack_size_ / 8);  // a pack ends past pack_size by its last blob and the trailer
+      return b;
+    }
+    std::string b = std::move(spare_.back());
+    spare_.pop_back();
+    return b;
+  }
+  void return_buffer(std::string b) {
+    b.clear();
+    std::lock_guard lock(mu_);
+    if (spare_.size() < 4) spare_.push_back(std::move(b));
+  }
+
+  void upload(const std::string& path, const std::string& data, std::vector<std::pair<std::string, std::string>> headers) {
+    auto r = client_.send("PUT", path, data, "application/octet-stream", headers);
     client::throw_if_error(r);
     uploaded_ += data.size();
   }
@@ -236,6 +257,8 @@ class UploadBackend : public store::Backend {
   std::mutex mu_;
   std::string disk_;
   std::atomic<uint64_t> uploaded_{0};
+  size_t pack_size_;
+  std::vector<std::string> spare_;  // guarded by mu_
 };
 
 class Agent {
@@ -361,7 +384,7 @@ class Agent {
     json server = task.at("server");
     std::string server_id = server.at("serverId");
 
-    auto backend = std::make_unique<UploadBackend>(*client_, run_id, store, parents);
+    auto backend = std::make_unique<UploadBackend>(*client_, run_id, store, parents, config.pack_size);
     UploadBackend* uploads = backend.get();
     client::Client* http = client_.get();
     auto repo = store::Repository::open_view(std::move(backend), config, from_hex(task.at("dataKeys").get<std::string>()), [http, store] {

@@ -1,11 +1,13 @@
 // ChunkWriter: deduplicates against the index, seals chunks on the caller's thread and packs them
-// on a background thread; a second thread makes finished packs durable (fsync, rename), so writing
-// the next pack never waits for the disk. A pack becomes visible only when whole and synced
-// (ObjectWriter::commit), and an index file listing this run's packs is written at commit().
+// on a background thread; two closer threads make finished packs durable (fsync, rename; in a connector,
+// the upload), so writing the next pack never waits for the disk or the server. A pack becomes visible
+// only when whole and synced (ObjectWriter::commit), and an index file listing this run's packs is
+// written at commit().
 #include <atomic>
 #include <exception>
 #include <thread>
 #include <unordered_set>
+#include <vector>
 
 #include "common/error.h"
 #include "common/fault.h"
@@ -36,7 +38,8 @@ struct ChunkWriter::Impl {
   Repository& repo;
   BoundedQueue<Blob> queue;
   BoundedQueue<FinishedPack> finished;
-  std::thread thread, closer;
+  std::thread thread;
+  std::vector<std::thread> closers;
   std::mutex mu;
   std::unordered_set<ChunkId, ChunkIdHash> pending;
   std::exception_ptr error;
@@ -80,7 +83,7 @@ struct ChunkWriter::Impl {
     entries.clear();
   }
 
-  // The closer thread: fsync and rename each finished pack, then index it.
+  // A closer thread: fsync and rename each finished pack, then index it.
   void close_packs() {
     while (auto pack = finished.pop()) {
       {
@@ -122,13 +125,16 @@ struct ChunkWriter::Impl {
     closed = true;
     queue.close();
     if (thread.joinable()) thread.join();
-    if (closer.joinable()) closer.join();
+    for (auto& t : closers)
+      if (t.joinable()) t.join();
   }
 };
 
 ChunkWriter::ChunkWriter(Repository& repo) : impl_(std::make_unique<Impl>(repo)) {
   impl_->thread = std::thread([this] { impl_->run(); });
-  impl_->closer = std::thread([this] { impl_->close_packs(); });
+  // Two closers: while one pack's commit waits (fsync, or a connector's upload for the server's answer), the next
+  // pack's starts.
+  for (int i = 0; i < 2; i++) impl_->closers.emplace_back([this] { impl_->close_packs(); });
 }
 
 ChunkWriter::~ChunkWriter() {
