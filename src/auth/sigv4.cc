@@ -358,7 +358,9 @@ void sign(Request& request, const Credentials& credentials, const std::string& r
 
   std::erase_if(request.headers, [](const auto& h) { return iequals(h.first, "authorization"); });
   std::string amz_date = format_amz_date(std::chrono::floor<std::chrono::seconds>(now));
-  std::string payload_hash = sha256_hex(request.body);
+  // A caller that marks the body UNSIGNED-PAYLOAD (content that authenticates itself) keeps that mark.
+  auto given = request.header("x-amz-content-sha256");
+  std::string payload_hash = given && *given == kUnsignedPayload ? std::string(kUnsignedPayload) : sha256_hex(request.body);
   request.set_header("X-Amz-Date", amz_date);
   request.set_header("X-Amz-Content-Sha256", payload_hash);
 
@@ -374,7 +376,7 @@ void sign(Request& request, const Credentials& credentials, const std::string& r
 }
 
 Verified verify(const Request& request, const SecretLookup& secret_for, std::chrono::system_clock::time_point now,
-                std::chrono::seconds max_skew) {
+                std::chrono::seconds max_skew, bool allow_unsigned_payload) {
   std::optional<std::string> header = request.header("authorization");
   if (!header || trim(*header).empty())
     throw AuthError("MissingAuthenticationTokenException", 403, "Missing Authentication Token");
@@ -446,9 +448,11 @@ Verified verify(const Request& request, const SecretLookup& secret_for, std::chr
   if (!secret)
     throw AuthError("UnrecognizedClientException", 400, "The security token included in the request is invalid.");
 
-  // A client that sends x-amz-content-sha256 signs that value as the payload hash; it must then be the body's.
-  std::string body_hash = sha256_hex(request.body);
+  // A client that sends x-amz-content-sha256 signs that value as the payload hash; it must then be the body's,
+  // unless the caller accepts UNSIGNED-PAYLOAD for this request.
   std::optional<std::string> content_sha = request.header("x-amz-content-sha256");
+  bool unsigned_ok = allow_unsigned_payload && content_sha && trim(*content_sha) == kUnsignedPayload;
+  std::string body_hash = unsigned_ok ? std::string(kUnsignedPayload) : sha256_hex(request.body);
   std::string payload_hash = content_sha ? std::string(trim(*content_sha)) : body_hash;
 
   std::string expected =
@@ -458,7 +462,7 @@ Verified verify(const Request& request, const SecretLookup& secret_for, std::chr
     invalid(
         "The request signature we calculated does not match the signature you provided. Check your AWS Secret "
         "Access Key and signing method. Consult the service documentation for details.");
-  if (lower(payload_hash) != body_hash) {
+  if (!unsigned_ok && lower(payload_hash) != body_hash) {
     if (payload_hash == "UNSIGNED-PAYLOAD" || payload_hash.starts_with("STREAMING-"))
       invalid("x-amz-content-sha256 '" + payload_hash +
               "' is not accepted: this server authenticates request bodies, so the payload must be signed.");

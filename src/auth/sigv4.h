@@ -56,7 +56,8 @@ class AuthError : public std::runtime_error {
 };
 
 // Adds X-Amz-Date, X-Amz-Content-Sha256 and Authorization to `request`, signing every header present
-// (it must already carry Host). `now` is the signing time.
+// (it must already carry Host). `now` is the signing time. A request already carrying
+// X-Amz-Content-Sha256: UNSIGNED-PAYLOAD is signed without hashing its body.
 void sign(Request& request, const Credentials& credentials, const std::string& region, const std::string& service,
           std::chrono::system_clock::time_point now);
 
@@ -69,9 +70,13 @@ struct Verified {
 // Returns the secret of an access key id, or nullopt if unknown.
 using SecretLookup = std::function<std::optional<std::string>(const std::string& access_key_id)>;
 
-// Throws AuthError as listed above.
+// The x-amz-content-sha256 value of a body that is not hashed into the signature.
+inline constexpr const char* kUnsignedPayload = "UNSIGNED-PAYLOAD";
+
+// Throws AuthError as listed above. With allow_unsigned_payload, a request marked UNSIGNED-PAYLOAD is accepted
+// without hashing its body: only for bodies that authenticate themselves (ferry's sealed packs), as S3 allows.
 Verified verify(const Request& request, const SecretLookup& secret_for, std::chrono::system_clock::time_point now,
-                std::chrono::seconds max_skew = std::chrono::minutes(15));
+                std::chrono::seconds max_skew = std::chrono::minutes(15), bool allow_unsigned_payload = false);
 
 // Lower-case hex SHA-256 of data (also used for token hashes).
 std::string sha256_hex(std::string_view data);

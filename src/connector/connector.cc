@@ -12,6 +12,7 @@
 #include <set>
 #include <thread>
 
+#include "auth/sigv4.h"
 #include "client/client.h"
 #include "common/fs.h"
 #include "common/hex.h"
@@ -185,7 +186,10 @@ class UploadBackend : public store::Backend {
     ~PackUpload() override { b_.return_buffer(std::move(buf_)); }
     void append(std::string_view data) override { buf_.append(data); }
     uint64_t size() const override { return buf_.size(); }
-    void commit(const std::string& name) override { b_.upload("/connector/v1/runs/" + b_.run_id_ + "/packs/" + name, buf_, {}); }
+    // A pack authenticates itself (sealed trailer and blobs), so its body is not hashed into the signature.
+    void commit(const std::string& name) override {
+      b_.upload("/connector/v1/runs/" + b_.run_id_ + "/packs/" + name, buf_, {{"X-Amz-Content-Sha256", auth::kUnsignedPayload}});
+    }
 
    private:
     UploadBackend& b_;

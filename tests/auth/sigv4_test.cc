@@ -757,3 +757,33 @@ TEST(SigV4, Sha256HexMatchesFips180Vectors) {
   EXPECT_EQ(sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
+
+namespace ferry::auth {
+namespace {
+
+// A body that authenticates itself (a sealed pack) may travel UNSIGNED-PAYLOAD where the verifier allows it;
+// the headers, the path and the key are still signed.
+TEST(SigV4, UnsignedPayloadIsAcceptedOnlyWhereAllowed) {
+  Credentials creds{"AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"};
+  auto now = std::chrono::system_clock::now();
+  std::string body(1 << 20, 'p');
+  Request r;
+  r.method = "PUT";
+  r.path = "/connector/v1/runs/sms-run-1/packs/ab";
+  r.headers = {{"Host", "127.0.0.1:8443"}, {"X-Amz-Content-Sha256", kUnsignedPayload}};
+  r.body = body;
+  sign(r, creds, "us-east-1", "ferry-connector", now);
+  EXPECT_EQ(*r.header("x-amz-content-sha256"), kUnsignedPayload);
+  auto secret = [&](const std::string& id) -> std::optional<std::string> {
+    if (id == creds.access_key_id) return creds.secret_access_key;
+    return std::nullopt;
+  };
+  EXPECT_EQ(verify(r, secret, now, std::chrono::minutes(15), true).access_key_id, "AKIDEXAMPLE");
+  EXPECT_THROW(verify(r, secret, now), AuthError);  // not allowed by default
+  Request moved = r;
+  moved.path = "/connector/v1/runs/sms-run-2/packs/ab";  // the path stays signed
+  EXPECT_THROW(verify(moved, secret, now, std::chrono::minutes(15), true), AuthError);
+}
+
+}  // namespace
+}  // namespace ferry::auth
