@@ -66,9 +66,9 @@ catalog::PageRequest page_of(const json& in) {
   return p;
 }
 
+// A listing call whose kInvalidArgument (a bad nextToken) is the SMS InvalidParameterException.
 template <class T>
-auto paged(Service& svc, const std::function<catalog::Page<T>()>& fn) {
-  (void)svc;
+catalog::Page<T> paged(const std::function<catalog::Page<T>()>& fn) {
   try {
     return fn();
   } catch (const OperationError&) {
@@ -174,7 +174,7 @@ json image_json(const catalog::Image& i) {
 
 json get_connectors(Service& svc, const json& in) {
   expect_object(in);
-  auto page = paged<catalog::Connector>(svc, [&] { return svc.catalog().list_connectors(page_of(in)); });
+  auto page = paged<catalog::Connector>([&] { return svc.catalog().list_connectors(page_of(in)); });
   json list = json::array();
   auto now = now_seconds();
   for (auto& c : page.items) list.push_back(connector_json(c, svc.connector_healthy(c, now)));
@@ -203,7 +203,7 @@ json get_servers(Service& svc, const json& in) {
       filter.emplace_back(opt_string(a, "vmManagerId").value_or(""), opt_string(a, "vmId").value_or(""));
     }
   }
-  auto page = paged<catalog::Server>(svc, [&] { return svc.catalog().list_servers(page_of(in), filter); });
+  auto page = paged<catalog::Server>([&] { return svc.catalog().list_servers(page_of(in), filter); });
   json list = json::array();
   for (auto& s : page.items) list.push_back(server_json(s));
   json out = {{"serverList", list}, {"serverCatalogStatus", catalog_status_name(svc.catalog().catalog_status())}};
@@ -232,7 +232,7 @@ json get_replication_jobs(Service& svc, const json& in) {
     list.push_back(job_json(svc, svc.get_job(*id), true));
     return {{"replicationJobList", list}};
   }
-  auto page = paged<catalog::ReplicationJob>(svc, [&] { return svc.catalog().list_jobs(page_of(in)); });
+  auto page = paged<catalog::ReplicationJob>([&] { return svc.catalog().list_jobs(page_of(in)); });
   for (auto& j : page.items) list.push_back(job_json(svc, j, true));
   return page_out({{"replicationJobList", list}}, page.next_token);
 }
@@ -262,7 +262,7 @@ json get_replication_runs(Service& svc, const json& in) {
   expect_object(in);
   std::string id = req_string(in, "replicationJobId");
   auto job = svc.get_job(id);
-  auto page = paged<catalog::ReplicationRun>(svc, [&] { return svc.catalog().list_runs(id, page_of(in)); });
+  auto page = paged<catalog::ReplicationRun>([&] { return svc.catalog().list_runs(id, page_of(in)); });
   json list = json::array();
   for (auto& r : page.items) list.push_back(run_json(r));
   return page_out({{"replicationJob", job_json(svc, job, false)}, {"replicationRunList", list}}, page.next_token);

@@ -316,12 +316,10 @@ class Agent {
     reap();
     for (auto& id : w.value("runs", std::vector<std::string>{})) {
       std::lock_guard lock(mu_);
-      if (workers_.count(id) || active_.size() >= config_.max_runs) continue;
-      active_.insert(id);
+      if (workers_.count(id) || workers_.size() - finished_.size() >= config_.max_runs) continue;
       workers_[id] = std::thread([this, id] {
         do_run(id);
         std::lock_guard l(mu_);
-        active_.erase(id);
         finished_.push_back(id);
       });
     }
@@ -431,7 +429,10 @@ class Agent {
     };
     std::thread reporter([&] {
       while (reporting) {
-        for (int i = 0; i < 20 && reporting; i++) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        for (int i = 0; i < 20 && reporting; i++) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          if (stop_) cancelled = true;
+        }
         try {
           report();
         } catch (const std::exception& e) {
@@ -451,7 +452,7 @@ class Agent {
     size_t i = 0;
     for (auto& d : todo) {
       i++;
-      if (cancelled || stop_) fail(ErrorKind::kConflict, "run " + run_id + " stopped before disk " + d.at("name").get<std::string>());
+      if (cancelled) fail(ErrorKind::kConflict, "run " + run_id + " stopped before disk " + d.at("name").get<std::string>());
       std::string name = d.at("name"), path = d.at("path");
       {
         std::lock_guard lock(stage_mu);
@@ -464,23 +465,8 @@ class Agent {
         options.name = server_id + "/" + name;
         options.threads = config_.threads;
         options.progress = &progress;
-        // Stops mid-disk when the connector shuts down or the server says the run is over.
-        std::atomic<bool> stop_disk{false};
-        options.cancel = &stop_disk;
-        std::thread watcher([&] {
-          while (!stop_disk) {
-            if (stop_ || cancelled) stop_disk = true;
-            std::this_thread::sleep_for(std::chrono::milliseconds(50));
-          }
-        });
-        struct JoinWatcher {
-          std::atomic<bool>& flag;
-          std::thread& t;
-          ~JoinWatcher() {
-            flag = true;
-            t.join();
-          }
-        } join_watcher{stop_disk, watcher};
+        // Stops mid-disk when the connector shuts down or the server says the run is over (the reporter sets it).
+        options.cancel = &cancelled;
         auto result = replicate::replicate(*source, *repo, options);
         spdlog::info("run {}: disk {} done: {} read, {} new, {} uploaded", run_id, name, human_bytes(result.snapshot.stats.bytes_read),
                      human_bytes(result.snapshot.stats.bytes_new), human_bytes(uploads->uploaded()));
@@ -510,7 +496,6 @@ class Agent {
   bool disassociated_ = false;
   std::mutex mu_;
   std::map<std::string, std::thread> workers_;
-  std::set<std::string> active_;
   std::vector<std::string> finished_;
 };
 

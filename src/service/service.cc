@@ -1,11 +1,9 @@
 // The server core: SMS operations over the catalog, the connector's side of a run, scheduler and retention.
 #include "service/service.h"
 
-#include <fcntl.h>
-#include <sys/file.h>
-#include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <condition_variable>
 #include <map>
 #include <mutex>
@@ -89,7 +87,7 @@ struct Service::Impl {
   Service& self;
   store::Keyring keyring;
   std::string default_key_id;
-  int lock_fd = -1;
+  std::unique_ptr<FileLock> server_lock;  // one server per data directory
 
   // Serializes read-modify-write sequences on runs and jobs (the catalog makes each call atomic, not sequences).
   std::mutex mu;
@@ -97,12 +95,10 @@ struct Service::Impl {
   struct Store {
     std::unique_ptr<store::Repository> repo;
     std::unique_ptr<store::Backend::Lock> write_lock;
-    std::set<std::string> active_runs;
     bool prune_pending = false;
   };
   std::mutex stores_mu;
   std::map<std::string, std::unique_ptr<Store>> stores;
-  std::map<std::string, uint64_t> uploaded;  // run id -> bytes received since this server started
 
   std::thread scheduler;
   std::mutex stop_mu;
@@ -149,11 +145,13 @@ struct Service::Impl {
     return *run;
   }
 
-  void finish_in_store(const std::string& store, const std::string& run_id) {
-    std::lock_guard lock(stores_mu);
-    auto it = stores.find(store);
-    if (it != stores.end()) it->second->active_runs.erase(run_id);
-    uploaded.erase(run_id);
+  // Whether an ACTIVE run writes to `store` (from the catalog: the runs' state is the one truth). Caller holds mu,
+  // under which runs begin and end, so the answer holds while mu is held.
+  bool store_busy(const std::string& store) {
+    for (auto& run : self.catalog_->open_runs())
+      if (run.state == "ACTIVE")
+        if (auto job = self.catalog_->get_job(run.job_id); job && store_of(*job) == store) return true;
+    return false;
   }
 
   // Marks a run FAILED and counts the failure against its job. Caller holds mu.
@@ -179,16 +177,17 @@ struct Service::Impl {
       }
       self.catalog_->update_job(*job);
     });
-    if (job) finish_in_store(store_of(*job), run.id);
     spdlog::warn("run {} of job {} failed: {}", run.id, run.job_id, message);
   }
 
   // Removes images beyond the job's numberOfRecentAmisToKeep from the catalog (call inside the transaction that
   // adds the newest one, so no reader ever sees more than N) and returns them; their data goes with drop_data().
-  std::vector<catalog::Image> drop_excess_images(const catalog::ReplicationJob& job) {
+  std::vector<catalog::Image> drop_excess_images(const catalog::ReplicationJob& job, const std::string& newest = "") {
     std::vector<catalog::Image> dropped;
     if (job.number_of_recent_amis_to_keep <= 0) return dropped;
-    auto images = self.catalog_->images_of_job(job.id);
+    auto images = self.catalog_->images_of_job(job.id);  // oldest first, by creation second
+    // The image just made is the newest whatever the clock says: runs finishing within one second tie on `created`.
+    std::stable_partition(images.begin(), images.end(), [&](const catalog::Image& i) { return i.id != newest; });
     int excess = static_cast<int>(images.size()) - job.number_of_recent_amis_to_keep;
     for (int i = 0; i < excess; i++) {
       self.catalog_->delete_image(images[i].id);
@@ -241,19 +240,17 @@ struct Service::Impl {
   }
 
   void prune_idle_stores() {
-    std::vector<std::string> names;
+    std::lock_guard big(mu);  // no run begins while we prune
+    std::vector<std::pair<std::string, Store*>> pending;
     {
       std::lock_guard lock(stores_mu);
       for (auto& [name, st] : stores)
-        if (st->prune_pending && st->active_runs.empty()) names.push_back(name);
+        if (st->prune_pending) pending.emplace_back(name, st.get());
     }
-    for (auto& name : names) {
-      std::lock_guard big(mu);  // no run can begin while we prune
-      Store* st;
+    for (auto& [name, st] : pending) {
+      if (store_busy(name)) continue;
       {
         std::lock_guard lock(stores_mu);
-        st = stores[name].get();
-        if (!st->active_runs.empty()) continue;
         st->prune_pending = false;
       }
       try {
@@ -280,27 +277,17 @@ Service::Service(Config config) : config_(std::move(config)) {
     fail(ErrorKind::kNotFound, "'" + config_.data_dir.string() + "' is not a ferry server data directory (run 'ferry server init --data " +
                                    config_.data_dir.string() + "' first)");
   impl_ = std::make_unique<Impl>(*this);
-  impl_->lock_fd = ::open((config_.data_dir / "server.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (impl_->lock_fd < 0) fail_errno("open '" + (config_.data_dir / "server.lock").string() + "'");
-  if (::flock(impl_->lock_fd, LOCK_EX | LOCK_NB) != 0)
+  impl_->server_lock = std::make_unique<FileLock>(config_.data_dir / "server.lock", FileLock::Mode::kExclusive, "ferry server", false);
+  if (!impl_->server_lock->held())
     fail(ErrorKind::kConflict, "another ferry server is running on '" + config_.data_dir.string() + "'");
   json settings = json::parse(read_file(settings_file(config_.data_dir)));
   impl_->default_key_id = settings.value("default_key_id", "ferry-master");
   catalog_ = catalog::open_sqlite_catalog(catalog_file(config_.data_dir));
-  // Runs that were ACTIVE when the server stopped continue: their stores must count them as writers.
-  for (auto& run : catalog_->open_runs()) {
-    if (run.state != "ACTIVE") continue;
-    if (auto job = catalog_->get_job(run.job_id)) {
-      auto& st = impl_->open_store(impl_->store_of(*job));
-      st.active_runs.insert(run.id);
-    }
-  }
   impl_->collect_orphans();
 }
 
 Service::~Service() {
   stop();
-  if (impl_ && impl_->lock_fd >= 0) ::close(impl_->lock_fd);
 }
 
 void Service::start_scheduler() {
@@ -682,10 +669,6 @@ RunTask Service::begin_run(const std::string& connector_id, const std::string& r
   auto images = catalog_->images_of_job(job.id);
   if (!images.empty() && images.back().store == t.store)
     for (auto& d : images.back().disks) t.parents.emplace_back(d.name, d.snapshot_id);
-  {
-    std::lock_guard slock(impl_->stores_mu);
-    st.active_runs.insert(run.id);
-  }
   Time now = now_seconds();
   if (run.state == "PENDING") {
     run.state = "ACTIVE";
@@ -731,8 +714,6 @@ void Service::receive_pack(const std::string& connector_id, const std::string& r
   auto job = get_job(run.job_id);
   auto& st = impl_->open_store(impl_->store_of(job));
   st.repo->receive_pack(name, bytes, config_.verify);
-  std::lock_guard lock(impl_->stores_mu);
-  impl_->uploaded[run_id] += bytes.size();
 }
 
 void Service::receive_index(const std::string& connector_id, const std::string& run_id, const std::string& name, std::string_view box) {
@@ -825,9 +806,8 @@ std::string Service::complete_run(const std::string& connector_id, const std::st
     catalog_->add_image(image);
     catalog_->update_run(run);
     catalog_->update_job(job);
-    dropped = impl_->drop_excess_images(job);
+    dropped = impl_->drop_excess_images(job, image.id);
   });
-  impl_->finish_in_store(image.store, run.id);
   spdlog::info("run {} completed: image {} of server {}", run.id, image.id, server->id);
   impl_->drop_data(dropped);
   return image.id;

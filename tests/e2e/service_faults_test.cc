@@ -177,7 +177,7 @@ TEST_F(ServiceE2EFaults, ServerKilledMidRunRestartsAndTheRunCompletes) {
   json done = completed_after(run);
   EXPECT_EQ(done["replicationRunId"], run) << "the run itself survives a server restart";
   // One connector process did the whole run: what it sent counts the retried uploads too.
-  EXPECT_LE(done.value("bytesUploaded", uint64_t{0}), clean_size_ + kInFlightSlack);
+  EXPECT_LE(done.at("bytesUploaded").get<uint64_t>(), clean_size_ + kInFlightSlack);
   expect_one_good_image(done);
   EXPECT_TRUE(connector_->running());
 }
@@ -198,7 +198,7 @@ TEST_F(ServiceE2EFaults, ConnectorStoppedMidRunLeavesTheRunToItsNextStart) {
   std::string log = testing::read_file(server_->log_file());
   EXPECT_TRUE(contains(log, "run " + run + " resumed on connector " + connector_id_)) << log;
   // What the first attempt uploaded is not sent again (beyond packs in flight).
-  EXPECT_LE(done.value("bytesUploaded", uint64_t{0}), clean_size_ + kInFlightSlack);
+  EXPECT_LE(done.at("bytesUploaded").get<uint64_t>(), clean_size_ + kInFlightSlack);
   expect_one_good_image(done);
   admin().export_image(done.at("amiId"), "raw", dir_.path() / "second-exported.raw", "second.raw");
   EXPECT_TRUE(testing::images_identical(dir_.path() / "second-exported.raw", "raw", second, "raw"));
