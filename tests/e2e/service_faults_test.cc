@@ -134,6 +134,14 @@ class ServiceE2EFaults : public ::testing::Test {
     EXPECT_GE(stored, clean_size_ - clean_size_ / 10);
   }
 
+  // The acceptance's "the next run completes": after the fault, a further run of the unchanged disk completes
+  // and sends almost nothing (everything is on the server already).
+  void expect_next_run_completes() {
+    json next = admin().wait_run_ended(job_, admin().start_run(job_), 300s);
+    ASSERT_EQ(next["state"], "COMPLETED") << next.dump(2);
+    EXPECT_LT(next.at("bytesUploaded").get<uint64_t>(), clean_size_ / 10) << next.dump(2);
+  }
+
   static TempDir* shared_;
   static fs::path disk_;
   static uint64_t clean_size_;
@@ -165,6 +173,7 @@ TEST_F(ServiceE2EFaults, ConnectorKilledMidRunResumesAndCompletes) {
     EXPECT_LE(resent + at_kill, clean_size_ + kInFlightSlack) << "stored before the kill: " << at_kill << ", resent: " << resent;
   }
   expect_one_good_image(done);
+  expect_next_run_completes();
 }
 
 TEST_F(ServiceE2EFaults, ServerKilledMidRunRestartsAndTheRunCompletes) {
@@ -180,6 +189,7 @@ TEST_F(ServiceE2EFaults, ServerKilledMidRunRestartsAndTheRunCompletes) {
   EXPECT_LE(done.at("bytesUploaded").get<uint64_t>(), clean_size_ + kInFlightSlack);
   expect_one_good_image(done);
   EXPECT_TRUE(connector_->running());
+  expect_next_run_completes();
 }
 
 TEST_F(ServiceE2EFaults, ConnectorStoppedMidRunLeavesTheRunToItsNextStart) {
