@@ -41,16 +41,17 @@ uint64_t progress_of_replicating(const std::filesystem::path& disk, const std::f
 
 TEST(ReplicateProgress, ZeroRangesInsideDataChunksAreNotCountedTwice) {
   fx::TempDir dir;
-  // Data at 4 KiB (chunk 0 holds 60 KiB of zeros around it) and in the last, partial chunk.
+  // Data at 4 KiB (chunk 0 holds 60 KiB of zeros around it) and in the last, partial chunk: the final 4 KiB
+  // block ends at the disk's end, 1000 bytes into that chunk.
   const uint64_t size = 1024 * 1024 + 1000;
-  write_sparse_disk(dir.path() / "disk.raw", size, {4096, 1024 * 1024 - 4096});
+  ASSERT_NO_FATAL_FAILURE(write_sparse_disk(dir.path() / "disk.raw", size, {4096, size - 4096}));
   EXPECT_EQ(progress_of_replicating(dir.path() / "disk.raw", dir.path() / "store"), size);
 }
 
 TEST(ReplicateProgress, EmptyDiskCountsItsWholeSize) {
   fx::TempDir dir;
   const uint64_t size = 3 * 1024 * 1024 + 512;
-  write_sparse_disk(dir.path() / "disk.raw", size, {});
+  ASSERT_NO_FATAL_FAILURE(write_sparse_disk(dir.path() / "disk.raw", size, {}));
   EXPECT_EQ(progress_of_replicating(dir.path() / "disk.raw", dir.path() / "store"), size);
 }
 
