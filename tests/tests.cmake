@@ -1,5 +1,6 @@
 # One test executable per module (unit) and per end-to-end area. ferry_test() is defined in CMakeLists.txt.
 ferry_test(store_test store/store_test.cc)
+ferry_test(store_backend_test store/backend_test.cc)
 ferry_test(disk_test disk/disk_test.cc)
 ferry_test(replicate_progress_test replicate/progress_test.cc)
 ferry_test(e2e_formats_test e2e/formats_test.cc e2e/cli.cc)

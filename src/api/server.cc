@@ -4,14 +4,21 @@
 
 #include <httplib.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <optional>
+#include <string_view>
+#include <vector>
 #include <ctime>
 #include <random>
 #include <regex>
 
 #include "api/internal.h"
 #include "auth/sigv4.h"
+#include "common/buffer.h"
 #include "common/hex.h"
 #include "common/log.h"
 
@@ -69,18 +76,67 @@ auth::Request auth_request(const httplib::Request& req) {
   return a;
 }
 
+constexpr uint64_t kMaxPack = uint64_t{1} << 30;
+
+// Page-aligned buffers for pack bodies, reused across uploads: there are about as many as uploads run at once,
+// instead of one per HTTP thread. A buffer much larger than what is asked for is not handed out (a rare huge pack
+// would otherwise pin its memory in every later upload); at most kKeep wait in the pool.
+class PackBuffers {
+ public:
+  class Lease {
+   public:
+    Lease(PackBuffers& pool, AlignedBuffer buf, size_t capacity) : pool_(pool), buf_(std::move(buf)), capacity_(capacity) {}
+    ~Lease() { pool_.give(std::move(buf_), capacity_); }
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    char* data() { return buf_.get(); }
+
+   private:
+    PackBuffers& pool_;
+    AlignedBuffer buf_;
+    size_t capacity_;
+  };
+
+  Lease take(size_t size) {
+    AlignedBuffer buf;
+    size_t capacity = std::max<size_t>(size, 1);
+    {
+      std::lock_guard lock(mu_);
+      auto it = std::find_if(free_.begin(), free_.end(), [&](auto& f) { return f.second >= size && f.second <= 2 * size + (64u << 20); });
+      if (it != free_.end()) {
+        buf = std::move(it->first);
+        capacity = it->second;
+        free_.erase(it);
+      }
+    }
+    if (!buf) buf = make_aligned_buffer(capacity);
+    return Lease(*this, std::move(buf), capacity);
+  }
+
+ private:
+  void give(AlignedBuffer buf, size_t capacity) {
+    std::lock_guard lock(mu_);
+    if (free_.size() < kKeep) free_.emplace_back(std::move(buf), capacity);
+  }
+  static constexpr size_t kKeep = 4;
+  std::mutex mu_;
+  std::vector<std::pair<AlignedBuffer, size_t>> free_;
+};
+
 }  // namespace
 
 struct HttpServer::Impl {
+  Impl(service::Service& s, ListenOptions o) : svc(s), options(std::move(o)) {}
   service::Service& svc;
   ListenOptions options;
   std::unique_ptr<httplib::Server> http;
   int port = 0;
+  PackBuffers pack_buffers;
 
   // Authenticates and returns the key; writes the error response and returns nullopt otherwise.
   // `body` overrides req.body (handlers that read the body themselves); allow_unsigned accepts UNSIGNED-PAYLOAD.
   std::optional<catalog::AccessKey> authenticate(const httplib::Request& req, httplib::Response& res, const std::string& role,
-                                                 const std::string* body = nullptr, bool allow_unsigned = false) {
+                                                 std::optional<std::string_view> body = std::nullopt, bool allow_unsigned = false) {
     try {
       std::optional<catalog::AccessKey> key;
       auth::Request a = auth_request(req);
@@ -213,22 +269,30 @@ struct HttpServer::Impl {
                     [this](const std::string& cid, const httplib::Request& req, httplib::Response& res) {
                       res.set_content(svc.snapshot_object(cid, req.matches[1], req.matches[2]), "application/octet-stream");
                     });
-    // Packs: the body is read into a buffer sized from Content-Length and kept per thread (16 MiB packs would
-    // otherwise grow a fresh string by doubling), and may be UNSIGNED-PAYLOAD: a pack authenticates itself (its
-    // trailer is sealed under its name, every blob under its chunk id), so hashing it for SigV4 would only cost CPU.
+    // Packs: the body is read into a page-aligned buffer sized from Content-Length and taken from a pool (16 MiB
+    // packs would otherwise grow a fresh string by doubling, and aligned memory lets the store write it with
+    // O_DIRECT, without another copy). It may be UNSIGNED-PAYLOAD: a pack authenticates itself (its trailer is
+    // sealed under its name, every blob under its chunk id), so hashing it for SigV4 would only cost CPU.
     http->Put(R"(/connector/v1/runs/([\w-]+)/packs/([0-9a-f]+))",
               [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
-                thread_local std::string body;
-                body.clear();
+                if (!req.has_header("Content-Length"))
+                  return send_error(res, "InvalidParameterException", 400, "a pack upload needs a Content-Length header");
                 uint64_t length = std::strtoull(req.get_header_value("Content-Length").c_str(), nullptr, 10);
-                if (length > (uint64_t{1} << 30)) return send_error(res, "InvalidParameterException", 400, "a pack is at most 1 GiB");
-                if (body.capacity() > 2 * length + (64u << 20)) std::string().swap(body);
-                body.reserve(length);
+                if (length > kMaxPack) return send_error(res, "InvalidParameterException", 400, "a pack is at most 1 GiB");
+                auto buffer = pack_buffers.take(length);
+                size_t got = 0;
+                bool fits = true;
                 reader([&](const char* data, size_t n) {
-                  body.append(data, n);
+                  fits = n <= length - got;
+                  if (!fits) return false;
+                  std::memcpy(buffer.data() + got, data, n);
+                  got += n;
                   return true;
                 });
-                auto key = authenticate(req, res, "connector", &body, true);
+                if (!fits || got != length)
+                  return send_error(res, "InvalidParameterException", 400, "pack body is not Content-Length (" + std::to_string(length) + ") bytes long");
+                std::string_view body(buffer.data(), got);
+                auto key = authenticate(req, res, "connector", body, true);
                 if (!key) return;
                 guarded(res, "PUT pack", [&] {
                   svc.receive_pack(key->connector_id, req.matches[1], req.matches[2], body);
@@ -266,7 +330,7 @@ struct HttpServer::Impl {
   }
 };
 
-HttpServer::HttpServer(service::Service& svc, ListenOptions options) : impl_(std::make_unique<Impl>(Impl{svc, std::move(options), nullptr, 0})) {
+HttpServer::HttpServer(service::Service& svc, ListenOptions options) : impl_(std::make_unique<Impl>(svc, std::move(options))) {
   auto& o = impl_->options;
   if (o.tls_cert.empty() != o.tls_key.empty()) fail(ErrorKind::kInvalidArgument, "TLS needs both a certificate (--tls-cert) and a key (--tls-key)");
   if (!o.tls_cert.empty()) {

@@ -61,7 +61,8 @@ class Backend {
   virtual std::unique_ptr<Lock> try_lock(LockKind kind, const std::string& purpose) { return lock(kind, purpose); }
 };
 
-// A repository in a local directory. Creates the directory layout if `create` is set.
-std::unique_ptr<Backend> open_local_backend(const std::filesystem::path& dir, bool create);
+// A repository in a local directory. Creates the directory layout if `create` is set. Packs are written with
+// O_DIRECT where the file system takes it (`direct_io`; false writes them through the page cache).
+std::unique_ptr<Backend> open_local_backend(const std::filesystem::path& dir, bool create, bool direct_io = true);
 
 }  // namespace ferry::store
