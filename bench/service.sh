@@ -15,8 +15,8 @@
 #   BENCH_DATA        where the generated disks are cached (default bench/run.sh's: bench/out/work/data; the same
 #                     files when the parameters match)
 #   BENCH_WORK        scratch directory (default <repo>/bench/out/service)
-#   BENCH_POLL_MS     connector heartbeat interval in ms (default 200; the connector picks a run up on its next
-#                     heartbeat, so this bounds the start delay; ferry's default is 2000)
+#   BENCH_POLL_MS     connector heartbeat interval in ms (default 2000, ferry's default; the server holds each
+#                     heartbeat until it has work for the connector, so a run starts as soon as it is created)
 #   BENCH_VERIFY_FULL 1 (default): one more full + incremental through a server with --verify-uploads full
 #   BENCH_GS_SERVERS  servers in the GetServers catalog (default 10000; 0 skips that part)
 #   BENCH_GS_ROUNDS   walks through all pages per page size (default 5)
@@ -34,7 +34,7 @@ MUT_PCT=${BENCH_MUTATE_PCT:-1}
 SEED=${BENCH_SEED:-42}
 DATA=${BENCH_DATA:-$OUT/work/data}
 WORK=${BENCH_WORK:-$OUT/service}
-POLL_MS=${BENCH_POLL_MS:-200}
+POLL_MS=${BENCH_POLL_MS:-2000}
 VERIFY_FULL=${BENCH_VERIFY_FULL:-1}
 GS_SERVERS=${BENCH_GS_SERVERS:-10000}
 GS_ROUNDS=${BENCH_GS_ROUNDS:-5}

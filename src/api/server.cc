@@ -229,7 +229,12 @@ struct HttpServer::Impl {
       });
     });
     connector_route("POST", "/connector/v1/heartbeat", [this](const std::string& cid, const httplib::Request& req, httplib::Response& res) {
-      auto w = svc.heartbeat(cid, connector_info_from(body_json(req)), req.remote_addr);
+      json in = body_json(req);
+      service::ConnectorHas has;
+      has.running = in.value("running", std::vector<std::string>{});
+      has.inventory_reported = in.value("inventoryReported", int64_t{0});
+      has.wait = std::chrono::milliseconds(std::clamp<int64_t>(in.value("waitMs", int64_t{0}), 0, 60000));
+      auto w = svc.heartbeat(cid, connector_info_from(in), req.remote_addr, has);
       res.set_content(json{{"inventoryRequested", w.inventory_requested}, {"runs", w.runs}, {"disassociated", w.disassociated}}.dump(),
                       "application/json");
     });
@@ -347,6 +352,9 @@ HttpServer::HttpServer(service::Service& svc, ListenOptions options) : impl_(std
   // Headers and body go out in separate writes: without TCP_NODELAY the body waits for the client's delayed ACK
   // (40 ms on Linux), once per answer.
   impl_->http->set_tcp_nodelay(true);
+  // Held heartbeats (long polls, at most Service::kMaxHeldHeartbeats) each take a thread; the rest serve the API
+  // and uploads. httplib's default pool (8, compiled into the library) would let a few connectors starve the API.
+  impl_->http->new_task_queue = [] { return new httplib::ThreadPool(service::Service::kMaxHeldHeartbeats + 16); };
   impl_->routes();
 }
 

@@ -112,6 +112,7 @@ int server_run(const ServerArgs& a) {
   svc.start_scheduler();
   SignalWatcher signals([&] {
     spdlog::info("stopping");
+    svc.stop();  // first: releases held heartbeats, which the HTTP server's stop waits for
     http.stop();
   });
   spdlog::info("ferry server {} listening on {} (data {})", FERRY_VERSION, url, a.data);

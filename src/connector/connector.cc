@@ -278,6 +278,9 @@ class Agent {
     heartbeat_client_->set_retry_for(std::chrono::seconds(0));
     spdlog::info("connector {} serving {} VM manager(s), server {}", creds_.connector_id, config_.managers.size(), creds_.profile.endpoint);
     while (!stop_) {
+      // Heartbeats start at most once per poll interval. The server holds each until it has something new for
+      // this connector (up to the interval), so a new run starts as soon as it is created, not a poll later.
+      auto next = std::chrono::steady_clock::now() + config_.poll_interval;
       try {
         poll();
       } catch (const client::ApiError& e) {
@@ -289,8 +292,7 @@ class Agent {
         spdlog::warn("heartbeat: {}", e.what());
       }
       if (disassociated_) break;
-      for (auto waited = std::chrono::milliseconds(0); waited < config_.poll_interval && !stop_; waited += std::chrono::milliseconds(50))
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      while (!stop_ && std::chrono::steady_clock::now() < next) std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     for (auto& [id, t] : workers_)
       if (t.joinable()) t.join();
@@ -299,7 +301,17 @@ class Agent {
 
  private:
   void poll() {
-    auto r = heartbeat_client_->send("POST", "/connector/v1/heartbeat", self_description(config_).dump(), "application/json");
+    json hb = self_description(config_);
+    {
+      std::lock_guard lock(mu_);
+      json running = json::array();
+      for (auto& [id, t] : workers_)
+        if (std::find(finished_.begin(), finished_.end(), id) == finished_.end()) running.push_back(id);
+      hb["running"] = running;
+    }
+    hb["inventoryReported"] = reported_;
+    hb["waitMs"] = config_.poll_interval.count();
+    auto r = heartbeat_client_->send("POST", "/connector/v1/heartbeat", hb.dump(), "application/json");
     client::throw_if_error(r);
     json w = json::parse(r.body);
     if (w.value("disassociated", false)) {

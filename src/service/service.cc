@@ -102,8 +102,19 @@ struct Service::Impl {
 
   std::thread scheduler;
   std::mutex stop_mu;
-  std::condition_variable stop_cv;
+  std::condition_variable stop_cv;  // stopping, or new work for connectors (work_generation)
   bool stopping = false;
+  uint64_t work_generation = 0;  // bumped when a run is created, an inventory requested, a connector disassociated
+  int held_heartbeats = 0;
+
+  // Wakes held heartbeats: call after the catalog change is committed, so their re-read sees it.
+  void new_work() {
+    {
+      std::lock_guard lock(stop_mu);
+      ++work_generation;
+    }
+    stop_cv.notify_all();
+  }
 
   explicit Impl(Service& s) : self(s), keyring(s.config_.data_dir / "keyring") {}
 
@@ -339,7 +350,10 @@ void Service::tick(Time now) {
       }
       if (job.state == "PENDING") job.state = "ACTIVE";
       catalog_->update_job(job);
-      if (created) spdlog::info("scheduled run {} of job {}", run.id, job.id);
+      if (created) {
+        spdlog::info("scheduled run {} of job {}", run.id, job.id);
+        impl_->new_work();
+      }
     }
     for (auto& run : catalog_->open_runs()) {
       if (run.state == "PENDING" && now - run.created > config_.pending_timeout.count()) {
@@ -381,6 +395,7 @@ void Service::disassociate_connector(const std::string& connector_id) {
     catalog_->put_connector(*c);
     catalog_->remove_access_keys_of(connector_id);
   });
+  impl_->new_work();
   spdlog::info("connector {} disassociated", connector_id);
 }
 
@@ -395,6 +410,7 @@ void Service::import_server_catalog() {
     catalog_->request_inventory(healthy);
     catalog_->set_catalog_status(catalog::CatalogStatus::kImporting, now);
   });
+  impl_->new_work();
   spdlog::info("server catalog import requested from {} connector(s)", healthy.size());
 }
 
@@ -524,6 +540,7 @@ std::string Service::start_on_demand_run(const std::string& job_id, const std::s
   if (!catalog_->create_run(run))
     throw OperationError("ReplicationRunLimitExceededException", "job " + job_id + " already has a replication run in progress; one run at a time",
                          ErrorKind::kConflict);
+  impl_->new_work();
   if (job.state == "PENDING" || job.state == "PAUSED_ON_FAILURE" || job.state == "FAILED") {
     job.state = "ACTIVE";
     catalog_->update_job(job);
@@ -601,9 +618,14 @@ Service::Registration Service::register_connector(const std::string& token, cons
   return {c.id, key.id, key.secret};
 }
 
-ConnectorWork Service::heartbeat(const std::string& connector_id, const catalog::Connector& info, const std::string& ip) {
-  auto c = catalog_->get_connector(connector_id);
+ConnectorWork Service::heartbeat(const std::string& connector_id, const catalog::Connector& info, const std::string& ip, const ConnectorHas& has) {
+  uint64_t generation;
+  {
+    std::lock_guard lock(impl_->stop_mu);
+    generation = impl_->work_generation;
+  }
   ConnectorWork w;
+  auto c = catalog_->get_connector(connector_id);
   if (!c || c->disassociated) {
     w.disassociated = true;
     return w;
@@ -623,10 +645,53 @@ ConnectorWork Service::heartbeat(const std::string& connector_id, const catalog:
   } else {
     catalog_->heartbeat(connector_id, now_seconds(), ip);
   }
-  w.inventory_requested = c->inventory_requested;
-  for (auto& run : catalog_->open_runs(connector_id))
-    if (run.connector_id.empty() || run.connector_id == connector_id) w.runs.push_back(run.id);
-  return w;
+  auto work = [&] {
+    ConnectorWork out;
+    out.inventory_requested = c->inventory_requested;
+    for (auto& run : catalog_->open_runs(connector_id))
+      if (run.connector_id.empty() || run.connector_id == connector_id) out.runs.push_back(run.id);
+    return out;
+  };
+  w = work();
+  auto news = [&](const ConnectorWork& answer) {
+    if (answer.disassociated || answer.inventory_requested > has.inventory_reported) return true;
+    return std::any_of(answer.runs.begin(), answer.runs.end(), [&](const std::string& r) {
+      return std::find(has.running.begin(), has.running.end(), r) == has.running.end();
+    });
+  };
+  if (has.wait <= std::chrono::milliseconds(0) || news(w)) return w;
+
+  // Long poll: wait for new work, the deadline, or stop(). Held heartbeats take HTTP threads, so only so many wait.
+  auto longest = std::chrono::duration_cast<std::chrono::milliseconds>(config_.connector_timeout) / 3;
+  auto deadline = std::chrono::steady_clock::now() + std::min(has.wait, longest);
+  {
+    std::lock_guard lock(impl_->stop_mu);
+    if (impl_->held_heartbeats >= kMaxHeldHeartbeats) return w;
+    ++impl_->held_heartbeats;
+  }
+  struct Release {
+    Impl& impl;
+    ~Release() {
+      std::lock_guard lock(impl.stop_mu);
+      --impl.held_heartbeats;
+    }
+  } release{*impl_};
+  for (;;) {
+    {
+      std::unique_lock lock(impl_->stop_mu);
+      bool woken = impl_->stop_cv.wait_until(lock, deadline, [&] { return impl_->stopping || impl_->work_generation != generation; });
+      if (!woken || impl_->stopping) return w;
+      generation = impl_->work_generation;
+    }
+    c = catalog_->get_connector(connector_id);
+    if (!c || c->disassociated) {
+      ConnectorWork gone;
+      gone.disassociated = true;
+      return gone;
+    }
+    w = work();
+    if (news(w)) return w;
+  }
 }
 
 void Service::report_inventory(const std::string& connector_id, int64_t generation, std::vector<catalog::Server> servers) {

@@ -73,6 +73,14 @@ struct ConnectorWork {
   bool disassociated = false;
 };
 
+// What a connector already has, sent with its heartbeat so the server can hold the heartbeat until there is
+// something new for it (long poll): a run it is not executing, a newer inventory request, disassociation.
+struct ConnectorHas {
+  std::vector<std::string> running;  // runs it is executing
+  int64_t inventory_reported = 0;    // newest inventory generation it reported
+  std::chrono::milliseconds wait{0};  // longest the server may hold the heartbeat (0: answer at once)
+};
+
 struct RunProgress {
   std::string stage;
   int percent = 0;
@@ -126,7 +134,12 @@ class Service {
     std::string connector_id, access_key_id, secret_access_key;
   };
   Registration register_connector(const std::string& token, const catalog::Connector& info);
-  ConnectorWork heartbeat(const std::string& connector_id, const catalog::Connector& info, const std::string& ip);
+  // Records the heartbeat and answers the connector's work. With has.wait > 0 the answer waits, up to that long (and at
+  // most a third of connector_timeout), until there is something new for the connector; at most
+  // kMaxHeldHeartbeats wait at once (the others are answered at once), and stop() releases them.
+  ConnectorWork heartbeat(const std::string& connector_id, const catalog::Connector& info, const std::string& ip,
+                          const ConnectorHas& has = {});
+  static constexpr int kMaxHeldHeartbeats = 32;
   void report_inventory(const std::string& connector_id, int64_t generation, std::vector<catalog::Server> servers);
   RunTask begin_run(const std::string& connector_id, const std::string& run_id);
   std::vector<store::ChunkId> known_chunks(const std::string& connector_id, const std::string& store);

@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <future>
+#include <thread>
+
 #include "fixtures/fixtures.h"
 
 namespace fx = ferry::testing;
@@ -213,6 +216,59 @@ TEST_F(ServiceTest, DisassociatedConnectorLosesItsKeysAndIsToldSo) {
   catalog::Connector info;
   EXPECT_TRUE(svc->heartbeat(connector, info, "127.0.0.1").disassociated);
   EXPECT_EQ(type_of([&] { svc->disassociate_connector(connector); }), "InvalidParameterException");
+}
+
+// Long poll: a held heartbeat is answered as soon as there is something new for the connector. Each heartbeat may
+// wait 10 s (the cap: a third of the 30 s connector timeout); had the wakeup failed, it would be answered at its
+// deadline with the work computed before the change, which the checks below reject.
+TEST_F(ServiceTest, AHeldHeartbeatIsAnsweredWithANewRunAsSoonAsItIsCreated) {
+  std::string j = job();
+  service::ConnectorHas has;
+  has.inventory_reported = svc->catalog().get_connector(connector)->inventory_requested;
+  has.wait = std::chrono::seconds(10);
+  auto held = std::async(std::launch::async, [&] { return svc->heartbeat(connector, {}, "127.0.0.1", has); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let it reach its wait (if not, it sees the run at once)
+  std::string run = svc->start_on_demand_run(j, "");
+  auto w = held.get();
+  EXPECT_EQ(w.runs, std::vector<std::string>{run});
+}
+
+TEST_F(ServiceTest, AHeldHeartbeatWakesForAnInventoryRequestAndForDisassociation) {
+  service::ConnectorHas has;
+  int64_t requested = svc->catalog().get_connector(connector)->inventory_requested;
+  has.inventory_reported = requested;
+  has.wait = std::chrono::seconds(10);
+  auto held = std::async(std::launch::async, [&] { return svc->heartbeat(connector, {}, "127.0.0.1", has); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  svc->import_server_catalog();
+  EXPECT_GT(held.get().inventory_requested, requested);
+
+  has.inventory_reported = svc->catalog().get_connector(connector)->inventory_requested;
+  held = std::async(std::launch::async, [&] { return svc->heartbeat(connector, {}, "127.0.0.1", has); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  svc->disassociate_connector(connector);
+  EXPECT_TRUE(held.get().disassociated);
+}
+
+TEST_F(ServiceTest, AHeartbeatWithNothingNewIsHeldUntilItsWaitAndStopReleasesIt) {
+  std::string j = job();
+  std::string run = svc->start_on_demand_run(j, "");
+  svc->begin_run(connector, run);
+  service::ConnectorHas has;
+  has.running = {run};  // the connector already runs the only open run: nothing new
+  has.inventory_reported = svc->catalog().get_connector(connector)->inventory_requested;
+  has.wait = std::chrono::milliseconds(300);
+  auto w = svc->heartbeat(connector, {}, "127.0.0.1", has);
+  EXPECT_EQ(w.runs, std::vector<std::string>{run});  // answered at the deadline, with the same work
+
+  has.wait = std::chrono::seconds(10);
+  auto t0 = std::chrono::steady_clock::now();
+  auto held = std::async(std::launch::async, [&] { return svc->heartbeat(connector, {}, "127.0.0.1", has); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  svc->stop();
+  held.get();
+  // Released by stop(), not by its 10 s deadline (a functional bound, not a speed measurement).
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(8));
 }
 
 TEST_F(ServiceTest, ImportNeedsAHealthyConnector) {
