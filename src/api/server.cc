@@ -99,7 +99,9 @@ class PackBuffers {
 
   Lease take(size_t size) {
     AlignedBuffer buf;
-    size_t capacity = std::max<size_t>(size, 1);
+    // Rounded up to whole MiB: packs vary by a blob around the store's pack size, so one capacity fits them all
+    // (exact sizes would make every pack a little larger than the pooled ones a fresh allocation).
+    size_t capacity = std::max<size_t>((size + kRound - 1) / kRound * kRound, kRound);
     {
       std::lock_guard lock(mu_);
       auto it = std::find_if(free_.begin(), free_.end(), [&](auto& f) { return f.second >= size && f.second <= 2 * size + (64u << 20); });
@@ -116,9 +118,15 @@ class PackBuffers {
  private:
   void give(AlignedBuffer buf, size_t capacity) {
     std::lock_guard lock(mu_);
-    if (free_.size() < kKeep) free_.emplace_back(std::move(buf), capacity);
+    if (free_.size() < kKeep) {
+      free_.emplace_back(std::move(buf), capacity);
+      return;
+    }
+    auto smallest = std::min_element(free_.begin(), free_.end(), [](auto& a, auto& b) { return a.second < b.second; });
+    if (smallest->second < capacity) *smallest = {std::move(buf), capacity};  // keep the larger: it fits more
   }
   static constexpr size_t kKeep = 4;
+  static constexpr size_t kRound = size_t{1} << 20;
   std::mutex mu_;
   std::vector<std::pair<AlignedBuffer, size_t>> free_;
 };
