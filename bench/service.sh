@@ -353,30 +353,35 @@ L.append(f"Disk: {fb(disk['size'])} apparent, {fb(disk['data_bytes'])} data in {
 L.append(f"Connector heartbeat every {poll} ms (`--poll-interval-ms {poll}`); encrypted job / encrypted local store.")
 L.append("Service seconds: StartOnDemandReplicationRun accepted → run COMPLETED, from the server's log (ms); "
          "`runs start --wait` polls once a second, so its wall time is up to 1 s longer.")
+L.append("Run k of each path runs back to back (local, then service), so \"per-pair ratios\" divides the two runs of the same "
+         "minutes; their median is steadier than the ratio of medians when the machine's speed drifts.")
 L.append("")
-L.append("| Operation | Path | Seconds (median) | Service ÷ local | all runs | CLI wall s | pickup s | connector replicate s | finish s | CPU s (server + connector) | Peak RSS MiB (server / connector) | Uploaded | Stored |")
-L.append("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+L.append("| Operation | Path | Seconds (median) | Service ÷ local | per-pair ratios (median) | all runs | CLI wall s | pickup s | connector replicate s | finish s | CPU s (server + connector) | Peak RSS MiB (server / connector) | Uploaded | Stored |")
+L.append("|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for kind, title in (("full", "Full replication"), ("incr", f"Incremental ({mutation['percent']}% mutated)")):
     loc = group("local", kind)
     lm = med(loc, "seconds")
     summary[f"{kind}/local"] = {"seconds_median": lm, "seconds_all": [r["seconds"] for r in loc],
                                 "cpu_seconds_median": med(loc, "cpu_seconds"), "stored_bytes_median": med(loc, "stored_bytes"),
                                 "rss_kib_max": max((r["rss_kib"] for r in loc), default=None)}
-    L.append(f"| {title} | local `ferry replicate` | {f2(lm)} | 1.00× | {' '.join(f2(r['seconds']) for r in loc)} | - | - | - | - | "
+    L.append(f"| {title} | local `ferry replicate` | {f2(lm)} | 1.00× | - | {' '.join(f2(r['seconds']) for r in loc)} | - | - | - | - | "
              f"{f2(med(loc, 'cpu_seconds'))} | {fm(summary[f'{kind}/local']['rss_kib_max'])} | - | {fb(med(loc, 'stored_bytes'))} |")
     for path, label in (("service", "connector → server"), ("verify-full", "connector → server, `--verify-uploads full`")):
         rs = group(path, kind)
         if not rs: continue
         sm = med(rs, "seconds")
         ratio = sm / lm if sm and lm else None
-        cpu = [r["server_cpu_seconds"] + r["connector_cpu_seconds"] for r in rs]
+        by_run = {r["run"]: r["seconds"] for r in loc}
+        pairs = [r["seconds"] / by_run[r["run"]] for r in rs if by_run.get(r["run"])]
+        pair_med = statistics.median(pairs) if pairs else None
         s = {k + "_median": med(rs, k) for k in ("seconds", "cli_seconds", "pickup_seconds", "replicate_seconds", "finish_seconds",
                                                   "server_cpu_seconds", "connector_cpu_seconds", "bytes_uploaded", "stored_bytes")}
-        s.update({"seconds_all": [r["seconds"] for r in rs], "ratio_vs_local": ratio,
+        s.update({"seconds_all": [r["seconds"] for r in rs], "ratio_vs_local": ratio, "pair_ratios": pairs, "pair_ratio_median": pair_med,
                   "server_peak_rss_kib_max": max(r["server_peak_rss_kib"] for r in rs),
                   "connector_peak_rss_kib_max": max(r["connector_peak_rss_kib"] for r in rs)})
         summary[f"{kind}/{path}"] = s
-        L.append(f"| {title} | {label} | {f2(sm)} | {'-' if ratio is None else f'{ratio:.2f}×'} | {' '.join(f2(r['seconds']) for r in rs)} | "
+        pair_txt = "-" if pair_med is None else f"{' '.join(f'{x:.2f}' for x in pairs)} (**{pair_med:.2f}×**)"
+        L.append(f"| {title} | {label} | {f2(sm)} | {'-' if ratio is None else f'{ratio:.2f}×'} | {pair_txt} | {' '.join(f2(r['seconds']) for r in rs)} | "
                  f"{f2(s['cli_seconds_median'])} | {f2(s['pickup_seconds_median'])} | {f2(s['replicate_seconds_median'])} | "
                  f"{f2(s['finish_seconds_median'])} | {f2(s['server_cpu_seconds_median'])} + {f2(s['connector_cpu_seconds_median'])} | "
                  f"{fm(s['server_peak_rss_kib_max'])} / {fm(s['connector_peak_rss_kib_max'])} | "

@@ -214,7 +214,8 @@ class Catalog {
   // Images.
   virtual void add_image(const Image& image) = 0;
   virtual std::optional<Image> get_image(const std::string& id) = 0;
-  virtual std::vector<Image> images_of_job(const std::string& job_id) = 0;  // oldest first
+  // Oldest first; images of the same second in the order they were added.
+  virtual std::vector<Image> images_of_job(const std::string& job_id) = 0;
   virtual Page<Image> list_images(const PageRequest& page) = 0;
   virtual void delete_image(const std::string& id) = 0;
 

@@ -1020,7 +1020,8 @@ class SqliteCatalog final : public Catalog {
   std::vector<Image> images_of_job(const std::string& job_id) override {
     return read([&](Connection& c) {
       Stmt s(c, "list images of replication job " + job_id,
-             "SELECT " + kImageColumns + " FROM images WHERE job_id = ? ORDER BY created, id");
+             // rowid: insertion order among images of the same second (ids are random)
+             "SELECT " + kImageColumns + " FROM images WHERE job_id = ? ORDER BY created, rowid");
       s.bind_all(job_id);
       return all_rows<Image>(s, image_from);
     });

@@ -125,7 +125,10 @@ struct Service::Impl {
     auto st = std::make_unique<Store>();
     fs::path dir = self.config_.data_dir / "stores" / name;
     bool fresh = !fs::exists(dir / "config");
-    auto backend = store::open_local_backend(dir, true);
+    // O_DIRECT packs: the server's stores are archives, written all day by connectors and read back at cut-over,
+    // mostly long after; through the page cache they would cost the CPU copying them in (docs/architecture.md) and
+    // push the catalog and everything else out of memory.
+    auto backend = store::open_local_backend(dir, true, /*direct_io=*/true);
     st->write_lock = backend->try_lock(store::Backend::LockKind::kWrite, "ferry server");
     if (!st->write_lock)
       fail(ErrorKind::kConflict, "store '" + dir.string() + "' is being written by another ferry process (a local 'ferry replicate' or prune?)");

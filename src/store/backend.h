@@ -61,8 +61,9 @@ class Backend {
   virtual std::unique_ptr<Lock> try_lock(LockKind kind, const std::string& purpose) { return lock(kind, purpose); }
 };
 
-// A repository in a local directory. Creates the directory layout if `create` is set. Packs are written with
-// O_DIRECT where the file system takes it (`direct_io`; false writes them through the page cache).
-std::unique_ptr<Backend> open_local_backend(const std::filesystem::path& dir, bool create, bool direct_io = true);
+// A repository in a local directory. Creates the directory layout if `create` is set. With `direct_io`, packs are
+// written with O_DIRECT where the file system takes it (the server's stores); without, through the page cache (the
+// CLI's: an export right after a replication then reads them from memory).
+std::unique_ptr<Backend> open_local_backend(const std::filesystem::path& dir, bool create, bool direct_io = false);
 
 }  // namespace ferry::store

@@ -47,13 +47,12 @@ bool valid_name(const std::string& name) {
   return true;
 }
 
-// Packs are written with O_DIRECT where the file system takes it: blocks go from our page-aligned buffers to the
-// device without a copy into the page cache. Buffered, that copy was the largest kernel cost of writing a store
-// (1.2-2.3 CPU-s per 700 MB on the project's VMs, against 0.05 s direct; docs/architecture.md), and a store's
-// packs are written once and rarely read back soon. O_DIRECT needs the memory address, the length and the file
-// offset aligned to the device's logical block; kDirectAlign (4 KiB) covers every common device. What cannot go
-// direct (a file system without O_DIRECT, such as tmpfs; the unaligned tail of a pack) is written buffered, and
-// fsync makes both durable.
+// With direct I/O (the server's stores), packs are written with O_DIRECT where the file system takes it: blocks go
+// from our page-aligned buffers to the device without a copy into the page cache. Buffered, that copy was the
+// largest kernel cost of writing a store on the project's VMs (1.2-2.3 CPU-s per 700 MB, against 0.05 s direct;
+// docs/architecture.md). O_DIRECT needs the memory address, the length and the file offset aligned to the device's
+// logical block; kDirectAlign (4 KiB) covers every common device. What cannot go direct (a file system without
+// O_DIRECT, such as tmpfs; the unaligned tail of a pack) is written buffered, and fsync makes both durable.
 class LocalWriter : public ObjectWriter {
  public:
   LocalWriter(fs::path tmp, std::function<fs::path(const std::string&)> final_path, bool direct)

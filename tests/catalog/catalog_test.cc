@@ -675,6 +675,29 @@ TEST_F(CatalogTest, ImagesAreAddedListedAndDeleted) {
   EXPECT_EQ(error_kind([&] { cat().add_image(orphan); }), ErrorKind::kNotFound);
 }
 
+// Runs finishing within one second make images of the same second; retention and the next run's parent need
+// them in the order they were made, which their random ids do not give.
+TEST_F(CatalogTest, ImagesOfTheSameSecondListInTheOrderTheyWereAdded) {
+  auto servers = import("c-1", 1);
+  auto job = make_job(servers[0].id);
+  cat().create_job(job);
+  std::vector<std::string> added;
+  for (const char* id : {"ami-f0000000000000000", "ami-a0000000000000000", "ami-c0000000000000000", "ami-10000000000000000"}) {
+    Image i;
+    i.id = id;
+    i.job_id = job.id;
+    i.run_id = Catalog::new_id("sms-run-");
+    i.server_id = servers[0].id;
+    i.store = "plain";
+    i.created = 500;
+    cat().add_image(i);
+    added.push_back(id);
+  }
+  std::vector<std::string> listed;
+  for (auto& i : cat().images_of_job(job.id)) listed.push_back(i.id);
+  EXPECT_EQ(listed, added);
+}
+
 // ---- Transactions and concurrency ----
 
 TEST_F(CatalogTest, TransactionRollsBackEverythingOnException) {

@@ -136,7 +136,18 @@ test('a connector without heartbeats turns UNHEALTHY, and HEALTHY again when the
 
 test('DisassociateConnector removes the connector, whose credentials stop working', async () => {
   const [c] = (await sms.send(new GetConnectorsCommand({}))).connectorList;
+  const saved = JSON.parse(fs.readFileSync(path.join(world.dir, 'connector-state/credentials.json'), 'utf8'));
+  const asConnector = world.client({
+    region: REGION,
+    maxAttempts: 1,
+    credentials: { accessKeyId: saved.accessKeyId, secretAccessKey: saved.secretAccessKey },
+  });
+  // Before: the server knows the key (it is only the wrong role for the SMS API).
+  await expectError(asConnector.send(new GetServersCommand({})), 'AccessDeniedException');
   await sms.send(new DisassociateConnectorCommand({ connectorId: c.connectorId }));
+  // After: the key is gone.
+  await expectError(asConnector.send(new GetServersCommand({})), 'UnrecognizedClientException');
+  asConnector.destroy();
   const { connectorList } = await sms.send(new GetConnectorsCommand({}));
   assert.deepEqual(connectorList, []);
   await expectError(sms.send(new DisassociateConnectorCommand({ connectorId: c.connectorId })), 'InvalidParameterException');

@@ -305,6 +305,9 @@ test('the first runs copy every disk: the images read as the source disks', asyn
 test('a second run after a change uploads only what changed, and its image reads as the changed disk', async () => {
   const changed = 2 * MiB;
   const db = world.diskFile('db01', 'vda');
+  // The disk as the first image saw it, kept to check that image still reads so after the change.
+  const before = path.join(world.dir, 'db01-vda-before');
+  fs.copyFileSync(db.file, before);
   await writeRandom(db.file, db.format, 30 * MiB, changed);
   const web = world.diskFile('web01', 'scsi0:1');
   await writeRandom(web.file, web.format, 1 * MiB, changed);
@@ -316,12 +319,13 @@ test('a second run after a change uploads only what changed, and its image reads
     assert.ok(second.bytesUploaded < seedRun.bytesUploaded / 4,
       `${vm}: second run uploaded ${second.bytesUploaded} bytes, the seed ${seedRun.bytesUploaded}`);
   }
-  // The first image still reads as the disk was then: the unchanged web01 disk, compared as it is now.
-  const first = runs.web01[0].amiId;
-  const out = path.join(world.dir, 'web01-first.raw');
-  await world.cli(['images', 'export', first, '--disk', 'scsi0:0', '-f', 'raw', '-o', out]);
-  const src = world.diskFile('web01', 'scsi0:0');
-  assert.ok(await imagesIdentical(out, 'raw', src.file, src.format));
+  // The first image of db01 still reads as the disk was before the change, and not as it is now.
+  const first = runs.db01[0].amiId;
+  const out = path.join(world.dir, 'db01-first.raw');
+  await world.cli(['images', 'export', first, '--disk', 'vda', '-f', 'raw', '-o', out]);
+  assert.ok(await imagesIdentical(out, 'raw', before, db.format), 'the first image differs from the disk as it was then');
+  assert.ok(!(await imagesIdentical(out, 'raw', db.file, db.format)), 'the first image reads as the changed disk');
+  fs.rmSync(before);
 });
 
 test('numberOfRecentAmisToKeep 2 keeps the two newest images of three', async () => {

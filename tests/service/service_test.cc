@@ -167,7 +167,10 @@ TEST_F(ServiceTest, RunOfASilentConnectorFailsNamingIt) {
   std::string j = job();
   std::string run = svc->start_on_demand_run(j, "");
   svc->begin_run(connector, run);
-  svc->tick(now() + 61);  // the connector's heartbeat is now older than its timeout, and the run made no progress
+  // 45 s on: the connector is past its 30 s timeout (UNHEALTHY), but the run's 60 s stall timeout has not passed.
+  svc->tick(now() + 45);
+  EXPECT_EQ(svc->catalog().get_run(run)->state, "ACTIVE");
+  svc->tick(now() + 61);  // now both: the connector's heartbeat is older than its timeout, and no progress for 60 s
   auto r = svc->catalog().get_run(run);
   EXPECT_EQ(r->state, "FAILED");
   EXPECT_NE(r->status_message.find(connector), std::string::npos) << r->status_message;
