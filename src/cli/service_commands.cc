@@ -189,7 +189,7 @@ void add_service_commands(CLI::App& app, std::function<int()>& action) {
   c->add_option("--state", conn.config.state_dir, "State directory (its credentials)")->required();
   c->add_option("--name", conn.config.name, "Name shown in GetConnectors (default: host name)");
   c->add_option("--ca-file", conn.config.ca_file, "CA bundle for an https server");
-  c->add_option("--poll-interval-ms", conn.poll_ms, "Heartbeat interval")->capture_default_str();
+  c->add_option("--poll-interval-ms", conn.poll_ms, "Heartbeat interval; the server holds each heartbeat up to this long and answers as soon as a run or an inventory request is waiting")->capture_default_str();
   c->add_option("--threads", conn.config.threads, "Replication worker threads (default: one per core)");
   c->add_option("--max-runs", conn.config.max_runs, "Runs done at the same time")->capture_default_str();
   c->add_flag("--log-json", conn.json_logs, "Logs as JSON lines");
