@@ -356,6 +356,14 @@ void write_connector_config(const fs::path& file, const std::string& name, const
   write_text(file, nlohmann::json{{"name", name}, {"managers", managers}}.dump(2) + "\n");
 }
 
+fs::path local_config(const fs::path& dir, const std::vector<fs::path>& devices) {
+  nlohmann::json list = nlohmann::json::array();
+  for (auto& d : devices) list.push_back(d.string());
+  fs::path file = dir / "connector.json";
+  write_connector_config(file, "agent", nlohmann::json::array({{{"type", "local"}, {"name", "host"}, {"devices", list}}}));
+  return file;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Generated VMs
 

@@ -190,6 +190,11 @@ class ConnectorProcess {
 // Writes a connector.json: {"name": name, "managers": managers}.
 void write_connector_config(const std::filesystem::path& file, const std::string& name, const nlohmann::json& managers);
 
+// A connector.json in `dir` with one "local" manager (named "host") offering `devices`; returns its path.
+std::filesystem::path local_config(const std::filesystem::path& dir, const std::vector<std::filesystem::path>& devices);
+
+inline bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
 // A disk of a generated VM, for comparing an exported image with it.
 struct SourceDisk {
   std::filesystem::path path;  // the file qemu opens

@@ -22,6 +22,8 @@ namespace fs = std::filesystem;
 using e2e::Client;
 using e2e::CliResult;
 using e2e::ConnectorProcess;
+using e2e::contains;
+using e2e::local_config;
 using e2e::ServerOptions;
 using e2e::ServerProcess;
 using nlohmann::json;
@@ -33,16 +35,6 @@ constexpr uint64_t kPackSize = 16 * kMiB;  // the store's default pack size
 constexpr int kConnectorThreads = 1;       // replication workers of the connectors below (--threads)
 // Packs a killed attempt may have sealed (or been sending) without the server keeping them: a few per worker.
 constexpr uint64_t kInFlightSlack = 3 * kConnectorThreads * kPackSize;
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
-
-fs::path local_config(const fs::path& dir, const std::vector<fs::path>& devices) {
-  json list = json::array();
-  for (auto& d : devices) list.push_back(d.string());
-  fs::path file = dir / "connector.json";
-  e2e::write_connector_config(file, "agent", json::array({{{"type", "local"}, {"name", "host"}, {"devices", list}}}));
-  return file;
-}
 
 // One disk for every kill test, big enough that a run lasts a few seconds, and the store size of one clean
 // replication of it (`ferry replicate` into a fresh store: the same chunking and packing as a run).

@@ -20,6 +20,8 @@ namespace fs = std::filesystem;
 using e2e::Client;
 using e2e::CliResult;
 using e2e::ConnectorProcess;
+using e2e::contains;
+using e2e::local_config;
 using e2e::ServerOptions;
 using e2e::ServerProcess;
 using e2e::SourceDisk;
@@ -28,23 +30,12 @@ using testing::kMiB;
 using testing::TempDir;
 using namespace std::chrono_literals;
 
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
-
 // A raw disk with make_raw_disk's mix of holes, zeros, text and random data.
 fs::path raw_disk(const fs::path& dir, const std::string& name, uint64_t mib, uint32_t seed) {
   fs::create_directories(dir);
   fs::path p = dir / (name + ".raw");
   testing::make_raw_disk(p, mib * kMiB, seed);
   return p;
-}
-
-// A connector.json with one "local" manager offering `devices`.
-fs::path local_config(const fs::path& dir, const std::vector<fs::path>& devices) {
-  json list = json::array();
-  for (auto& d : devices) list.push_back(d.string());
-  fs::path file = dir / "connector.json";
-  e2e::write_connector_config(file, "agent", json::array({{{"type", "local"}, {"name", "host"}, {"devices", list}}}));
-  return file;
 }
 
 std::string exported_vs(const fs::path& exported, const std::string& fmt, const SourceDisk& source) {

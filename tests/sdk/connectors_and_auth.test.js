@@ -92,13 +92,18 @@ test('a request signed with an unknown access key is UnrecognizedClientException
   client.destroy();
 });
 
-test("a connector's own key may not call the SMS API", async () => {
+// An SDK client signing with the connector's own key (from its state directory), no retries.
+function connectorClient() {
   const saved = JSON.parse(fs.readFileSync(path.join(world.dir, 'connector-state/credentials.json'), 'utf8'));
-  const client = world.client({
+  return world.client({
     region: REGION,
     maxAttempts: 1,
     credentials: { accessKeyId: saved.accessKeyId, secretAccessKey: saved.secretAccessKey },
   });
+}
+
+test("a connector's own key may not call the SMS API", async () => {
+  const client = connectorClient();
   await expectError(client.send(new GetServersCommand({})), 'AccessDeniedException');
   client.destroy();
 });
@@ -136,12 +141,7 @@ test('a connector without heartbeats turns UNHEALTHY, and HEALTHY again when the
 
 test('DisassociateConnector removes the connector, whose credentials stop working', async () => {
   const [c] = (await sms.send(new GetConnectorsCommand({}))).connectorList;
-  const saved = JSON.parse(fs.readFileSync(path.join(world.dir, 'connector-state/credentials.json'), 'utf8'));
-  const asConnector = world.client({
-    region: REGION,
-    maxAttempts: 1,
-    credentials: { accessKeyId: saved.accessKeyId, secretAccessKey: saved.secretAccessKey },
-  });
+  const asConnector = connectorClient();
   // Before: the server knows the key (it is only the wrong role for the SMS API).
   await expectError(asConnector.send(new GetServersCommand({})), 'AccessDeniedException');
   await sms.send(new DisassociateConnectorCommand({ connectorId: c.connectorId }));
