@@ -201,6 +201,7 @@ start_service() {
     --poll-interval-ms "$POLL_MS" --log-json >"$dir/connector.log" 2>&1 &
   CONNECTOR_PID=$!
   for i in $(seq 1 100); do [ -s "$dir/connector-state/credentials.json" ] && break; sleep 0.1; done
+  [ -s "$dir/connector-state/credentials.json" ] || { tail "$dir/connector.log" >&2; die "the connector did not register"; }
   "$FERRY" servers import --wait >"$dir/import.out" 2>&1 || { cat "$dir/import.out" "$dir/connector.log" >&2; die "servers import failed"; }
   SERVER_ID=$("$FERRY" servers list --json | python3 -c 'import json,sys; l=json.load(sys.stdin)["serverList"]; assert len(l)==1, l; print(l[0]["serverId"])')
   JOB_ID=$("$FERRY" jobs create "$SERVER_ID" --encrypted --frequency 24 --seed-time "$(( $(date +%s) + 86400 ))" --json \

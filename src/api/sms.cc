@@ -153,16 +153,6 @@ Service::JobRequest job_request(const json& in) {
   return r;
 }
 
-const char* catalog_status_name(catalog::CatalogStatus s) {
-  switch (s) {
-    case catalog::CatalogStatus::kNotImported: return "NOT_IMPORTED";
-    case catalog::CatalogStatus::kImporting: return "IMPORTING";
-    case catalog::CatalogStatus::kAvailable: return "AVAILABLE";
-    case catalog::CatalogStatus::kDeleted: return "DELETED";
-  }
-  return "NOT_IMPORTED";
-}
-
 json image_json(const catalog::Image& i) {
   json disks = json::array();
   for (auto& d : i.disks) disks.push_back({{"name", d.name}, {"snapshotId", d.snapshot_id}, {"size", d.size}});
@@ -206,7 +196,7 @@ json get_servers(Service& svc, const json& in) {
   auto page = paged<catalog::Server>([&] { return svc.catalog().list_servers(page_of(in), filter); });
   json list = json::array();
   for (auto& s : page.items) list.push_back(server_json(s));
-  json out = {{"serverList", list}, {"serverCatalogStatus", catalog_status_name(svc.catalog().catalog_status())}};
+  json out = {{"serverList", list}, {"serverCatalogStatus", catalog::to_string(svc.catalog().catalog_status())}};
   if (auto t = svc.catalog().catalog_modified()) out["lastModifiedOn"] = t;
   return page_out(out, page.next_token);
 }

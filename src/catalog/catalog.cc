@@ -23,6 +23,16 @@ std::string Catalog::new_id(const std::string& prefix) {
   return prefix + to_hex(raw, sizeof raw).substr(0, 17);
 }
 
+const char* to_string(CatalogStatus status) {
+  switch (status) {
+    case CatalogStatus::kNotImported: return "NOT_IMPORTED";
+    case CatalogStatus::kImporting: return "IMPORTING";
+    case CatalogStatus::kAvailable: return "AVAILABLE";
+    case CatalogStatus::kDeleted: return "DELETED";
+  }
+  return "NOT_IMPORTED";
+}
+
 namespace internal {
 
 using nlohmann::json;
@@ -120,16 +130,6 @@ std::vector<std::string> strings_from_json(const std::string& text, const std::s
     out.push_back(s.get<std::string>());
   }
   return out;
-}
-
-const char* to_string(CatalogStatus status) {
-  switch (status) {
-    case CatalogStatus::kNotImported: return "NOT_IMPORTED";
-    case CatalogStatus::kImporting: return "IMPORTING";
-    case CatalogStatus::kAvailable: return "AVAILABLE";
-    case CatalogStatus::kDeleted: return "DELETED";
-  }
-  return "NOT_IMPORTED";
 }
 
 CatalogStatus catalog_status_from_string(const std::string& name, const std::string& what) {

@@ -150,6 +150,8 @@ struct PageRequest {
 };
 
 enum class CatalogStatus { kNotImported, kImporting, kAvailable, kDeleted };
+// SMS ServerCatalogStatus names: NOT_IMPORTED, IMPORTING, AVAILABLE, DELETED.
+const char* to_string(CatalogStatus status);
 
 class Catalog {
  public:

@@ -35,8 +35,6 @@ std::vector<ImageDisk> image_disks_from_json(const std::string& text, const std:
 std::string strings_to_json(const std::vector<std::string>& strings);
 std::vector<std::string> strings_from_json(const std::string& text, const std::string& what);
 
-// SMS ServerCatalogStatus names: NOT_IMPORTED, IMPORTING, AVAILABLE, DELETED.
-const char* to_string(CatalogStatus status);
 // Throws kCorrupt naming `what` for an unknown name.
 CatalogStatus catalog_status_from_string(const std::string& name, const std::string& what);
 

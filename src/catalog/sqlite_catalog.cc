@@ -1,9 +1,5 @@
 // The SQLite catalog: one database file in WAL mode. A single writer connection runs every mutating call
 // in a transaction serialized by a mutex; read calls take a connection from a pool and run beside it.
-#include <sqlite3.h>
-
-#include <nlohmann/json.hpp>
-
 #include <atomic>
 #include <charconv>
 #include <climits>
@@ -194,7 +190,6 @@ class Connection {
   Connection& operator=(const Connection&) = delete;
 
   sqlite3* db() const { return db_; }
-  const std::string& file() const { return file_; }
 
   [[noreturn]] void fail_sql(int rc, const std::string& what) const {
     fail(kind_of(rc), "catalog '" + file_ + "': " + what + ": " + sqlite3_errmsg(db_));

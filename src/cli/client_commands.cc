@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <iostream>
+#include <set>
 #include <thread>
 
 #include "cli/commands.h"
@@ -19,9 +20,16 @@ using nlohmann::json;
 
 namespace {
 
+// Flags override nothing until given: the region too (Profile's default is for resolved profiles).
+client::Profile no_overrides() {
+  client::Profile p;
+  p.region.clear();
+  return p;
+}
+
 struct ClientArgs {
   std::string profile;
-  client::Profile overrides;
+  client::Profile overrides = no_overrides();
   bool json = false;
 };
 
@@ -303,14 +311,22 @@ int runs_watch(const ClientArgs& a, const std::vector<std::string>& ids, double 
   auto c = connect(a);
   std::vector<std::pair<std::string, std::string>> runs;
   json jobs = all_pages(c, "GetReplicationJobs", json::object(), "replicationJobList");
-  for (auto& j : jobs)
+  auto named = [&](const std::string& id) { return std::find(ids.begin(), ids.end(), id) != ids.end(); };
+  std::set<std::string> found;
+  for (auto& j : jobs) {
+    std::string job_id = str(j, "replicationJobId");
+    bool job_named = named(job_id);
+    if (job_named) found.insert(job_id);
     for (auto& r : j.value("replicationRunList", json::array())) {
       std::string id = r["replicationRunId"], state = r["state"];
-      bool wanted = ids.empty() ? (state == "PENDING" || state == "ACTIVE")
-                                : std::find(ids.begin(), ids.end(), id) != ids.end() || std::find(ids.begin(), ids.end(), str(j, "replicationJobId")) != ids.end();
-      if (wanted && (ids.empty() || state == "PENDING" || state == "ACTIVE" || std::find(ids.begin(), ids.end(), id) != ids.end()))
-        runs.emplace_back(j["replicationJobId"], id);
+      bool open = state == "PENDING" || state == "ACTIVE", run_named = named(id);
+      if (run_named) found.insert(id);
+      // Named runs whatever their state; the open runs of named jobs; with no names, every open run.
+      if (ids.empty() ? open : run_named || (job_named && open)) runs.emplace_back(job_id, id);
     }
+  }
+  for (auto& id : ids)
+    if (!found.count(id)) fail(ErrorKind::kNotFound, "'" + id + "' is neither a replication job nor one of its recent runs");
   if (runs.empty()) {
     if (!a.json) std::cout << "No runs in progress.\n";
     else print_json(json::array());

@@ -108,9 +108,6 @@ int main(int argc, char** argv) {
   }
   try {
     rc = action ? action() : 0;
-  } catch (const client::ApiError& e) {
-    std::cerr << "ferry: " << e.what() << std::endl;
-    return 1;
   } catch (const ferry::Error& e) {
     std::cerr << "ferry: " << e.what() << std::endl;
     return 1;

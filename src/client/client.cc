@@ -84,7 +84,7 @@ Profile resolve_profile(const std::string& profile_name, const Profile& override
   p.endpoint = pick(overrides.endpoint, "FERRY_ENDPOINT", "endpoint");
   p.credentials.access_key_id = pick(overrides.credentials.access_key_id, "AWS_ACCESS_KEY_ID", "aws_access_key_id");
   p.credentials.secret_access_key = pick(overrides.credentials.secret_access_key, "AWS_SECRET_ACCESS_KEY", "aws_secret_access_key");
-  p.region = pick(overrides.region == "us-east-1" ? "" : overrides.region, "AWS_REGION", "region");
+  p.region = pick(overrides.region, "AWS_REGION", "region");
   if (p.region.empty()) p.region = "us-east-1";
   p.ca_file = pick(overrides.ca_file, "FERRY_CA_FILE", "ca_file");
   std::string where = " (give it with a flag, the environment, or profile '" + name + "' in " + path + ")";
@@ -186,7 +186,6 @@ Response Client::send(const std::string& method, const std::string& path, const 
       Response out;
       out.status = r->status;
       out.body = std::move(r->body);
-      out.content_type = r->get_header_value("Content-Type");
       for (auto& [k, v] : r->headers) out.headers.emplace(k, v);
       std::lock_guard lock(pool_->mu);
       pool_->idle.push_back(std::move(http));
@@ -201,7 +200,6 @@ Response Client::send(const std::string& method, const std::string& path, const 
       Response out;
       out.status = r->status;
       out.body = std::move(r->body);
-      out.content_type = r->get_header_value("Content-Type");
       for (auto& [k, v] : r->headers) out.headers.emplace(k, v);
       return out;
     }

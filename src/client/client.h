@@ -56,7 +56,6 @@ void save_profile(const std::string& path, const std::string& profile_name, cons
 struct Response {
   int status = 0;
   std::string body;
-  std::string content_type;
   std::string header(const std::string& name) const;
   std::multimap<std::string, std::string> headers;
 };

@@ -18,7 +18,6 @@ class Progress {
   void add(uint64_t bytes) { done_.fetch_add(bytes, std::memory_order_relaxed); }
   void set_total(uint64_t total) { total_.store(total); }
   uint64_t done() const { return done_.load(std::memory_order_relaxed); }
-  uint64_t total() const { return total_.load(); }
   void finish();
 
  private:

@@ -160,6 +160,18 @@ ChunkId Codec::chunk_id(const void* data, size_t len) {
   return id;
 }
 
+// A chunk box's additional data: 'C' || chunk id, so a blob cannot be passed off as another chunk. On the stack:
+// one per chunk sealed or opened.
+struct ChunkAad {
+  explicit ChunkAad(const ChunkId& id) {
+    bytes[0] = 'C';
+    std::memcpy(bytes.data() + 1, id.bytes.data(), 32);
+  }
+  operator std::string_view() const { return {bytes.data(), bytes.size()}; }
+  std::array<char, 33> bytes;
+};
+static ChunkAad chunk_aad(const ChunkId& id) { return ChunkAad(id); }
+
 std::string seal_chunk(Codec::Impl& codec, const ChunkId& id, const void* data, size_t len, Compression* compression) {
   std::string& comp = codec.comp_buf;
   comp.resize(ZSTD_compressBound(len));
@@ -173,18 +185,28 @@ std::string seal_chunk(Codec::Impl& codec, const ChunkId& id, const void* data, 
     payload_len = n;
     *compression = Compression::kZstd;
   }
-  std::string aad(1 + 32, 'C');
-  std::memcpy(aad.data() + 1, id.bytes.data(), 32);
   std::string out;
-  seal_into(codec.cipher.ctx, codec.keys.enc.data(), aad, payload, payload_len, out);
+  seal_into(codec.cipher.ctx, codec.keys.enc.data(), chunk_aad(id), payload, payload_len, out);
   return out;
 }
 
+namespace {
+
+// Authenticates and decrypts a chunk's box into `target` (box.size() - kBoxOverhead bytes); `where` names the pack.
+void unseal_chunk(Codec::Impl& codec, const ChunkId& id, std::string_view box, unsigned char* target, const std::string& where) {
+  if (!unseal_into(codec.cipher.ctx, codec.keys.enc.data(), chunk_aad(id), box, target))
+    fail(ErrorKind::kCrypto, "chunk " + id.hex() + " in " + where + ": authentication failed (the data is damaged or altered, or was sealed with another key)");
+}
+
+void check_box_size(const ChunkId& id, std::string_view box, const std::string& where) {
+  if (box.size() < kBoxOverhead) fail(ErrorKind::kCorrupt, "chunk " + id.hex() + " in " + where + ": stored blob is too short");
+}
+
+}  // namespace
+
 void open_chunk(Codec::Impl& codec, const ChunkId& id, std::string_view box, Compression compression, uint32_t raw_len,
                 char* out, const std::string& where) {
-  std::string aad(1 + 32, 'C');
-  std::memcpy(aad.data() + 1, id.bytes.data(), 32);
-  if (box.size() < kBoxOverhead) fail(ErrorKind::kCorrupt, "chunk " + id.hex() + " in " + where + ": stored blob is too short");
+  check_box_size(id, box, where);
   size_t plain_len = box.size() - kBoxOverhead;
   unsigned char* target;
   if (compression == Compression::kNone) {
@@ -195,8 +217,7 @@ void open_chunk(Codec::Impl& codec, const ChunkId& id, std::string_view box, Com
     codec.box_plain.resize(plain_len);
     target = reinterpret_cast<unsigned char*>(codec.box_plain.data());
   }
-  if (!unseal_into(codec.cipher.ctx, codec.keys.enc.data(), aad, box, target))
-    fail(ErrorKind::kCrypto, "chunk " + id.hex() + " in " + where + ": authentication failed (the stored data is damaged or was altered)");
+  unseal_chunk(codec, id, box, target, where);
   if (compression == Compression::kZstd) {
     size_t n = ZSTD_decompressDCtx(codec.dctx, out, raw_len, codec.box_plain.data(), plain_len);
     if (ZSTD_isError(n) || n != raw_len)
@@ -207,12 +228,9 @@ void open_chunk(Codec::Impl& codec, const ChunkId& id, std::string_view box, Com
 }
 
 void authenticate_chunk(Codec::Impl& codec, const ChunkId& id, std::string_view box, const std::string& where) {
-  std::string aad(1 + 32, 'C');
-  std::memcpy(aad.data() + 1, id.bytes.data(), 32);
-  if (box.size() < kBoxOverhead) fail(ErrorKind::kCorrupt, "chunk " + id.hex() + " in " + where + ": stored blob is too short");
+  check_box_size(id, box, where);
   codec.box_plain.resize(box.size() - kBoxOverhead);
-  if (!unseal_into(codec.cipher.ctx, codec.keys.enc.data(), aad, box, reinterpret_cast<unsigned char*>(codec.box_plain.data())))
-    fail(ErrorKind::kCrypto, "chunk " + id.hex() + " in " + where + ": authentication failed (damaged in transit or sealed with another key)");
+  unseal_chunk(codec, id, box, reinterpret_cast<unsigned char*>(codec.box_plain.data()), where);
 }
 
 }  // namespace ferry::store

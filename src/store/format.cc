@@ -1,6 +1,7 @@
 // Encoders and decoders for the store's binary formats.
 #include "store/format.h"
 
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -70,21 +71,33 @@ std::string encode_pack_trailer(const Repository& repo, const std::string& name,
   return out;
 }
 
-std::vector<PackEntry> read_pack_header(const Repository& repo, Backend& backend, const std::string& name) {
-  std::string what = "pack '" + name + "'";
-  uint64_t size = backend.size(ObjectType::kPack, name);
+namespace {
+
+// A pack's header, given its size and a reader of its byte ranges (file or memory).
+std::vector<PackEntry> decode_pack_tail(const Repository& repo, const std::string& name, uint64_t size,
+                                        const std::function<std::string(uint64_t, size_t)>& read, const std::string& what) {
   if (size < kPackTrailerSize + kBoxOverhead) fail(ErrorKind::kCorrupt, what + ": truncated (" + std::to_string(size) + " bytes)");
-  std::string trailer = backend.get_range(ObjectType::kPack, name, size - kPackTrailerSize, kPackTrailerSize);
+  std::string trailer = read(size - kPackTrailerSize, kPackTrailerSize);
   if (std::string_view(trailer).substr(4) != kPackMagic) fail(ErrorKind::kCorrupt, what + ": no pack trailer (truncated or not a ferry pack)");
   uint32_t hlen;
   std::memcpy(&hlen, trailer.data(), 4);
   if (hlen < kBoxOverhead || hlen > size - kPackTrailerSize) fail(ErrorKind::kCorrupt, what + ": header length " + std::to_string(hlen) + " is out of range");
   uint64_t hoff = size - kPackTrailerSize - hlen;
-  std::string box = backend.get_range(ObjectType::kPack, name, hoff, hlen);
-  auto entries = decode_pack_header(repo.unseal_object('P', name, box, what + " header"), what + " header");
+  auto entries = decode_pack_header(repo.unseal_object('P', name, read(hoff, hlen), what + " header"), what + " header");
   for (auto& e : entries)
     if (static_cast<uint64_t>(e.offset) + e.stored_len > hoff) fail(ErrorKind::kCorrupt, what + ": a blob extends past the header");
   return entries;
+}
+
+}  // namespace
+
+std::vector<PackEntry> read_pack_header(const Repository& repo, Backend& backend, const std::string& name) {
+  return decode_pack_tail(repo, name, backend.size(ObjectType::kPack, name),
+                          [&](uint64_t off, size_t len) { return backend.get_range(ObjectType::kPack, name, off, len); }, "pack '" + name + "'");
+}
+
+std::vector<PackEntry> parse_pack_header(const Repository& repo, const std::string& name, std::string_view pack, const std::string& what) {
+  return decode_pack_tail(repo, name, pack.size(), [&](uint64_t off, size_t len) { return std::string(pack.substr(off, len)); }, what);
 }
 
 std::string encode_index(const std::vector<PackListing>& packs) {

@@ -36,6 +36,8 @@ std::vector<PackEntry> decode_pack_header(std::string_view plaintext, const std:
 std::string encode_pack_trailer(const Repository& repo, const std::string& name, const std::vector<PackEntry>& entries);
 // Reads and authenticates the header at the end of pack `name`; throws kCorrupt / kCrypto naming the pack.
 std::vector<PackEntry> read_pack_header(const Repository& repo, Backend& backend, const std::string& name);
+// The same for a pack held in memory (an upload); `what` names it in errors.
+std::vector<PackEntry> parse_pack_header(const Repository& repo, const std::string& name, std::string_view pack, const std::string& what);
 
 std::string encode_index(const std::vector<PackListing>& packs);
 std::vector<PackListing> decode_index(std::string_view plaintext, const std::string& what);

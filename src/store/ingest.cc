@@ -43,36 +43,23 @@ std::vector<ChunkId> Repository::chunk_ids() const {
 
 namespace {
 
-bool is_object_name(const std::string& name) {
-  return name.size() == 64 && std::all_of(name.begin(), name.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
-}
-
-std::vector<PackEntry> parse_pack(const Repository& repo, const std::string& name, std::string_view bytes) {
-  std::string what = "uploaded pack '" + name + "'";
-  if (bytes.size() < kPackTrailerSize + kBoxOverhead) fail(ErrorKind::kCorrupt, what + ": truncated (" + std::to_string(bytes.size()) + " bytes)");
-  if (bytes.substr(bytes.size() - 8) != kPackMagic) fail(ErrorKind::kCorrupt, what + ": no pack trailer (truncated or not a ferry pack)");
-  uint32_t hlen;
-  std::memcpy(&hlen, bytes.data() + bytes.size() - kPackTrailerSize, 4);
-  if (hlen < kBoxOverhead || hlen > bytes.size() - kPackTrailerSize) fail(ErrorKind::kCorrupt, what + ": header length is out of range");
-  size_t hoff = bytes.size() - kPackTrailerSize - hlen;
-  auto entries = decode_pack_header(repo.unseal_object('P', name, bytes.substr(hoff, hlen), what + " header"), what + " header");
-  for (auto& e : entries)
-    if (uint64_t{e.offset} + e.stored_len > hoff) fail(ErrorKind::kCorrupt, what + ": a blob extends past the header");
-  return entries;
+// Object names are 64 lower-case hex digits (packs, index files), snapshot ids 32.
+bool is_lower_hex(const std::string& name, size_t digits) {
+  return name.size() == digits && std::all_of(name.begin(), name.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
 }  // namespace
 
 void Repository::receive_pack(const std::string& name, std::string_view bytes, Verify verify) {
-  if (!is_object_name(name)) fail(ErrorKind::kInvalidArgument, "pack name '" + name + "' is not 64 lower-case hex digits");
+  if (!is_lower_hex(name, 64)) fail(ErrorKind::kInvalidArgument, "pack name '" + name + "' is not 64 lower-case hex digits");
   if (known_) fail(ErrorKind::kUnsupported, "a repository view cannot receive packs");
   {
     std::shared_lock lock(mu_);
     if (pack_numbers_.count(name)) return;  // a retried upload of a pack already stored
   }
-  auto entries = parse_pack(*this, name, bytes);
-  auto codec = new_codec();
   std::string where = "uploaded pack '" + name + "'";
+  auto entries = parse_pack_header(*this, name, bytes, where);
+  auto codec = new_codec();
   std::string plain;
   for (auto& e : entries) {
     std::string_view box = bytes.substr(e.offset, e.stored_len);
@@ -95,7 +82,7 @@ void Repository::receive_pack(const std::string& name, std::string_view bytes, V
 }
 
 void Repository::receive_index(const std::string& name, std::string_view box) {
-  if (!is_object_name(name)) fail(ErrorKind::kInvalidArgument, "index name '" + name + "' is not 64 lower-case hex digits");
+  if (!is_lower_hex(name, 64)) fail(ErrorKind::kInvalidArgument, "index name '" + name + "' is not 64 lower-case hex digits");
   std::string what = "uploaded index '" + name + "'";
   auto listings = decode_index(unseal_object('I', name, box, what), what);
   {
@@ -127,7 +114,7 @@ void Repository::receive_index(const std::string& name, std::string_view box) {
 }
 
 Snapshot Repository::receive_snapshot(const std::string& id, std::string_view box) {
-  if (id.size() != 32 || !std::all_of(id.begin(), id.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }))
+  if (!is_lower_hex(id, 32))
     fail(ErrorKind::kInvalidArgument, "snapshot id '" + id + "' is not 32 lower-case hex digits");
   std::string what = "uploaded snapshot '" + id + "'";
   Snapshot s = decode_snapshot(unseal_object('S', id, box, what), id);

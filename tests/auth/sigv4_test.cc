@@ -758,14 +758,13 @@ TEST(SigV4, Sha256HexMatchesFips180Vectors) {
   EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
-namespace ferry::auth {
 namespace {
 
 // A body that authenticates itself (a sealed pack) may travel UNSIGNED-PAYLOAD where the verifier allows it;
-// the headers, the path and the key are still signed.
+// the headers, the path and the key are still signed, and a request that does hash its body is still held to it.
 TEST(SigV4, UnsignedPayloadIsAcceptedOnlyWhereAllowed) {
   Credentials creds{"AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"};
-  auto now = std::chrono::system_clock::now();
+  auto now = at("20261125T003000Z");
   std::string body(1 << 20, 'p');
   Request r;
   r.method = "PUT";
@@ -774,16 +773,27 @@ TEST(SigV4, UnsignedPayloadIsAcceptedOnlyWhereAllowed) {
   r.body = body;
   sign(r, creds, "us-east-1", "ferry-connector", now);
   EXPECT_EQ(*r.header("x-amz-content-sha256"), kUnsignedPayload);
-  auto secret = [&](const std::string& id) -> std::optional<std::string> {
-    if (id == creds.access_key_id) return creds.secret_access_key;
-    return std::nullopt;
-  };
+  auto secret = only(creds);
   EXPECT_EQ(verify(r, secret, now, std::chrono::minutes(15), true).access_key_id, "AKIDEXAMPLE");
-  EXPECT_THROW(verify(r, secret, now), AuthError);  // not allowed by default
+  AuthError refused = auth_error([&] { verify(r, secret, now); });  // not allowed by default
+  EXPECT_NE(std::string(refused.what()).find("'UNSIGNED-PAYLOAD' is not accepted"), std::string::npos) << refused.what();
   Request moved = r;
   moved.path = "/connector/v1/runs/sms-run-2/packs/ab";  // the path stays signed
-  EXPECT_THROW(verify(moved, secret, now, std::chrono::minutes(15), true), AuthError);
+  AuthError e = auth_error([&] { verify(moved, secret, now, std::chrono::minutes(15), true); });
+  EXPECT_EQ(e.code(), "InvalidSignatureException");
+
+  // Allowing UNSIGNED-PAYLOAD does not relax a request that signs its body's hash: a changed body is refused.
+  Request hashed;
+  hashed.method = "PUT";
+  hashed.path = r.path;
+  hashed.headers = {{"Host", "127.0.0.1:8443"}};
+  hashed.body = body;
+  sign(hashed, creds, "us-east-1", "ferry-connector", now);
+  EXPECT_EQ(verify(hashed, secret, now, std::chrono::minutes(15), true).access_key_id, "AKIDEXAMPLE");
+  std::string tampered = body;
+  tampered[12345] = 'q';
+  hashed.body = tampered;
+  EXPECT_THROW(verify(hashed, secret, now, std::chrono::minutes(15), true), AuthError);
 }
 
 }  // namespace
-}  // namespace ferry::auth

@@ -46,6 +46,19 @@ void raw_sql(const std::filesystem::path& file, const std::string& sql) {
   ASSERT_EQ(rc, SQLITE_OK) << message;
 }
 
+// The first column of the first row of `sql`, as text ("" if no row).
+std::string raw_value(const std::filesystem::path& file, const std::string& sql) {
+  sqlite3* db = nullptr;
+  sqlite3_stmt* st = nullptr;
+  std::string value;
+  if (sqlite3_open(file.c_str(), &db) == SQLITE_OK && sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) == SQLITE_OK &&
+      sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+    value = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return value;
+}
+
 Connector make_connector(const std::string& id, const std::string& name = "conn") {
   Connector c;
   c.id = id;
@@ -191,9 +204,11 @@ TEST_F(CatalogTest, ForeignSqliteDatabaseIsCorruptAndLeftAlone) {
   EXPECT_EQ(error_kind([&] { open_sqlite_catalog(file()); }, &message), ErrorKind::kCorrupt);
   EXPECT_NE(message.find(file().string()), std::string::npos) << message;
   EXPECT_NE(message.find("not a ferry catalog"), std::string::npos) << message;
-  // Not switched to WAL nor migrated.
-  raw_sql(file(), "SELECT name FROM recipes");
-  EXPECT_FALSE(std::filesystem::exists(file().string() + "-wal"));
+  // Not switched to WAL (the journal mode is kept in the file) nor migrated (no version, no tables added).
+  EXPECT_NE(raw_value(file(), "PRAGMA journal_mode"), "wal");
+  EXPECT_EQ(raw_value(file(), "PRAGMA user_version"), "0");
+  EXPECT_EQ(raw_value(file(), "SELECT count(*) FROM sqlite_master"), "1");
+  EXPECT_EQ(raw_value(file(), "SELECT name FROM recipes"), "soup");
 }
 
 TEST_F(CatalogTest, OpeningInAMissingDirectoryFailsNamingTheFile) {

@@ -99,4 +99,9 @@ std::map<std::string, std::string> tree_fingerprint(const std::filesystem::path&
   return out;
 }
 
+std::string describe(const CliResult& r) {
+  auto tail = [](const std::string& text) { return text.size() <= 4000 ? text : "..." + text.substr(text.size() - 4000); };
+  return "exit code " + std::to_string(r.exit_code) + "\nstderr: " + tail(r.err) + "\nstdout: " + tail(r.out);
+}
+
 }  // namespace ferry::e2e

@@ -15,6 +15,9 @@ struct CliResult {
   nlohmann::json json() const;  // parses `out`; fails the test if it is not JSON
 };
 
+// Exit code, stderr and stdout (each cut to its last 4000 bytes), for assertion messages.
+std::string describe(const CliResult& r);
+
 // Runs FERRY_BINARY with `args` and extra environment `env` (e.g. FERRY_KEYRING, FERRY_FAULT).
 CliResult ferry(const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {});
 

@@ -32,6 +32,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using e2e::CliResult;
+using e2e::describe;
 using nlohmann::json;
 using testing::kMiB;
 using testing::TempDir;
@@ -44,10 +45,6 @@ constexpr uint64_t kMetadataSlack = kMiB;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-std::string describe(const CliResult& r) {
-  return "exit code " + std::to_string(r.exit_code) + "\nstderr: " + r.err + "\nstdout: " + r.out.substr(0, 4000);
-}
 
 Env env_for(const TempDir& dir) { return {{"FERRY_KEYRING", (dir.path() / "keyring").string()}}; }
 

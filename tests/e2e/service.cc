@@ -64,10 +64,6 @@ bool wait_for(const std::function<bool()>& done, std::chrono::milliseconds timeo
   }
 }
 
-std::string describe(const CliResult& r) {
-  return "exit code " + std::to_string(r.exit_code) + "\nstderr: " + tail(r.err, 4000) + "\nstdout: " + tail(r.out, 4000);
-}
-
 uint64_t disk_usage(const fs::path& dir) {
   if (!fs::exists(dir)) return 0;
   std::string out = testing::run_checked({"du", "-s", "-B1", dir.string()});

@@ -28,9 +28,6 @@ using Env = std::map<std::string, std::string>;
 bool wait_for(const std::function<bool()>& done, std::chrono::milliseconds timeout,
               std::chrono::milliseconds interval = std::chrono::milliseconds(200));
 
-// "exit code N, stderr: ..., stdout: ..." for failure messages.
-std::string describe(const CliResult& r);
-
 // Bytes the files under `dir` occupy on disk (du), 0 if it does not exist.
 uint64_t disk_usage(const std::filesystem::path& dir);
 
@@ -53,7 +50,6 @@ class Process {
   int stop(std::chrono::milliseconds grace = std::chrono::seconds(20));
   // SIGKILL, reaped. Returns the exit code.
   int kill();
-  pid_t pid() const { return pid_; }
 
  private:
   pid_t pid_ = -1;
@@ -129,15 +125,12 @@ class ServerProcess {
   bool running() { return process_.running(); }
 
   const std::string& url() const { return url_; }
-  uint16_t port() const { return port_; }
-  const std::filesystem::path& data_dir() const { return data_; }
   std::filesystem::path store_dir(const std::string& store = "plain") const { return data_ / "stores" / store; }
   std::filesystem::path keyring_dir() const { return data_ / "keyring"; }
   const std::filesystem::path& log_file() const { return log_; }
   const ServerOptions& options() const { return options_; }
   // The admin's client.
   const Client& admin() const { return admin_; }
-  const std::string& access_key_id() const { return access_key_id_; }
 
  private:
   std::filesystem::path dir_, data_, log_;

@@ -97,6 +97,24 @@ TEST_F(ServiceTest, RegistrationTokenWorksOnce) {
   EXPECT_EQ(type_of([&] { svc->register_connector("ferry-reg-made-up", {}); }), "UnauthorizedOperationException");
 }
 
+// No SMS operation takes a run id; the connector endpoints do, and an unknown one is named in the error.
+TEST_F(ServiceTest, UnknownRunIdsAreInvalidParameterNamingTheId) {
+  const std::string unknown = "sms-run-00000000000000000";
+  for (auto& call : std::vector<std::function<void()>>{
+           [&] { svc->begin_run(connector, unknown); },
+           [&] { svc->run_progress(connector, unknown, {}); },
+           [&] { svc->complete_run(connector, unknown); },
+       }) {
+    try {
+      call();
+      ADD_FAILURE() << "no error for an unknown run id";
+    } catch (const OperationError& e) {
+      EXPECT_EQ(e.type(), "InvalidParameterException");
+      EXPECT_NE(std::string(e.what()).find(unknown), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST_F(ServiceTest, JobErrorsAreTheSmsTypes) {
   Service::JobRequest r;
   r.server_id = good_server;

@@ -6,7 +6,6 @@
 
 #include <gtest/gtest.h>
 
-#include <fstream>
 #include <random>
 
 #include "common/buffer.h"
@@ -24,11 +23,6 @@ std::string random_bytes(size_t n, uint32_t seed) {
   std::string s(n, '\0');
   for (auto& c : s) c = static_cast<char>(rng());
   return s;
-}
-
-std::string slurp(const std::filesystem::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), {});
 }
 
 std::filesystem::path pack_path(const std::filesystem::path& store, const std::string& name) {
@@ -90,7 +84,7 @@ TEST_P(PackWriterTest, EveryAppendPatternKeepsEveryByte) {
     EXPECT_EQ(w->size(), total);
     std::string name = name_for(static_cast<int>(i));
     w->commit(name);
-    std::string back = slurp(pack_path(tmp_.path() / "store", name));
+    std::string back = fx::read_file(pack_path(tmp_.path() / "store", name));
     ASSERT_EQ(back.size(), total);
     EXPECT_TRUE(back == content) << "content differs";
     EXPECT_EQ(backend->get(ObjectType::kPack, name), content);

@@ -51,11 +51,6 @@ export async function makeDisk(file, format, sizeMiB) {
   await run('qemu-img', ['create', '-q', '-f', format, file, `${sizeMiB}M`]);
 }
 
-// Writes `length` bytes of a one-byte pattern at `offset` (qemu-io write -P).
-export async function writePattern(file, format, pattern, offset, length) {
-  await run('qemu-io', ['-f', format, '-c', `write -q -P 0x${pattern.toString(16)} ${offset} ${length}`, file]);
-}
-
 // Writes `length` random bytes at `offset`: data that neither compresses nor deduplicates, so the bytes a run
 // uploads measure what it found changed.
 export async function writeRandom(file, format, offset, length) {
