@@ -37,6 +37,8 @@ NAME=bench-vm
 
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { printf '\n!!!!!!!! BENCH FAILED: %s\n\n' "$*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$BENCH/lib.sh"
 has() { [[ $TOOLS == *" $1 "* ]]; }
 
 # ---------------------------------------------------------------- dependencies
@@ -114,30 +116,6 @@ for k in keys:
 EOF
 }
 
-du_b() { du -sb "$1" | cut -f1; }
-# warm FILE...: reads every data extent once (found with SEEK_DATA/SEEK_HOLE: reading a hole is
-# not free, 64 GiB of them take minutes) so that each tool starts from the same warm page cache.
-warm() {
-  python3 - "$@" <<'PYEOF'
-import os, sys
-for path in sys.argv[1:]:
-    fd = os.open(path, os.O_RDONLY)
-    end, pos = os.fstat(fd).st_size, 0
-    while pos < end:
-        try:
-            d = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError:
-            break
-        h = os.lseek(fd, d, os.SEEK_HOLE)
-        while d < h:
-            n = len(os.pread(fd, min(8 << 20, h - d), d))
-            if n == 0:
-                break
-            d += n
-        pos = h
-    os.close(fd)
-PYEOF
-}
 
 # measure KIND TOOL RUN CMD...: runs CMD under /usr/bin/time (after sync, untimed), fails loudly,
 # appends {kind,tool,run,seconds,rss_kib} to RAW. Output of CMD goes to $LOGS/TOOL-KIND-RUN.{out,err}.
@@ -168,34 +146,15 @@ measure() {
 # (the host backs guest pages lazily): ferry's export, measured right after its replications, paid
 # 5-8 s of system time that qemu-img, measured after a deletion, never did. This puts both on the
 # same footing; docs/benchmarks.md has the details.
-prefault() {
-  local mib=$(( $(du -sk "$DISK" | cut -f1) / 1024 + 64 ))  # allocated, not apparent, size
-  dd if=/dev/zero of="$WORK/prefault" bs=1M count="$mib" status=none
-  rm -f "$WORK/prefault"
-  sync
-}
+prefault() { prefault_mib $(( $(du -sk "$DISK" | cut -f1) / 1024 + 64 )); }  # allocated, not apparent, size
 # extra KEY VALUE...: adds numeric fields to the record opened by measure; end closes it.
 extra() { while [ $# -gt 0 ]; do printf ',"%s":%s' "$1" "${2:-null}" >>"$RAW"; shift 2; done; }
 end() { printf '}\n' >>"$RAW"; }
 
 # ---------------------------------------------------------------- data (cached by parameters)
-GEN="python3 $BENCH/gen_disk.py"
+generate_disks
+GEN="python3 $BENCH/gen_disk.py"  # also for the big disk below
 gen_sum=$(sha256sum "$BENCH/gen_disk.py" | cut -c1-16)
-DISK=$DATA/disk.raw
-MUT=$DATA/disk-mut.raw
-stamp="size=$SIZE seed=$SEED mut=$MUT_PCT gen=$gen_sum"
-if [ "$(cat "$DATA/stamp" 2>/dev/null)" != "$stamp" ] || [ ! -f "$DISK" ] || [ ! -f "$MUT" ]; then
-  rm -f "$DATA/stamp" "$DISK" "$MUT"
-  log "generating ${SIZE} GiB sparse disk (seed $SEED)"
-  $GEN "$DISK" --size-gib "$SIZE" --seed "$SEED" >"$DATA/gen.json"
-  log "copying (cp --sparse=always) and mutating ${MUT_PCT}% of its data"
-  cp --sparse=always "$DISK" "$MUT"
-  $GEN "$MUT" --mutate "$MUT_PCT" --seed "$SEED" >"$DATA/mutate.json"
-  echo "$stamp" >"$DATA/stamp"
-else
-  log "reusing generated disks in $DATA"
-fi
-log "disk: $(cat "$DATA/gen.json")"
 log "mutation: $(cat "$DATA/mutate.json")"
 MUT_CHANGED=$(json_get "$DATA/mutate.json" bytes_changed)
 

@@ -42,6 +42,8 @@ NAME=bench-vm
 
 log() { printf '[service-bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { printf '\n!!!!!!!! SERVICE BENCH FAILED: %s\n\n' "$*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$BENCH/lib.sh"
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
 
 # ---------------------------------------------------------------- build
@@ -74,23 +76,7 @@ cp "$FERRY_ORIG" "$WORK/ferry.bin"
 FERRY=$WORK/ferry.bin
 
 # ---------------------------------------------------------------- data: exactly bench/run.sh's (cached by parameters)
-GEN="python3 $BENCH/gen_disk.py"
-gen_sum=$(sha256sum "$BENCH/gen_disk.py" | cut -c1-16)
-DISK=$DATA/disk.raw
-MUT=$DATA/disk-mut.raw
-stamp="size=$SIZE seed=$SEED mut=$MUT_PCT gen=$gen_sum"
-if [ "$(cat "$DATA/stamp" 2>/dev/null)" != "$stamp" ] || [ ! -f "$DISK" ] || [ ! -f "$MUT" ]; then
-  rm -f "$DATA/stamp" "$DISK" "$MUT"
-  log "generating ${SIZE} GiB sparse disk (seed $SEED)"
-  $GEN "$DISK" --size-gib "$SIZE" --seed "$SEED" >"$DATA/gen.json"
-  log "copying (cp --sparse=always) and mutating ${MUT_PCT}% of its data"
-  cp --sparse=always "$DISK" "$MUT"
-  $GEN "$MUT" --mutate "$MUT_PCT" --seed "$SEED" >"$DATA/mutate.json"
-  echo "$stamp" >"$DATA/stamp"
-else
-  log "reusing generated disks in $DATA"
-fi
-log "disk: $(cat "$DATA/gen.json")"
+generate_disks
 
 # Both paths read the disk at one fixed path; the incremental swaps the mutated copy in (hard link), so the
 # connector's `local` manager, configured once with that path, sees the same disk, changed.
@@ -99,39 +85,10 @@ mkdir -p "$SRC"
 TARGET=$SRC/disk.raw
 use_disk() { ln -f "$1" "$TARGET"; }
 
-# warm FILE: reads every data extent once (SEEK_DATA/SEEK_HOLE), as bench/run.sh does before each timed command.
-warm() {
-  python3 - "$@" <<'PYEOF'
-import os, sys
-for path in sys.argv[1:]:
-    fd = os.open(path, os.O_RDONLY)
-    end, pos = os.fstat(fd).st_size, 0
-    while pos < end:
-        try:
-            d = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError:
-            break
-        h = os.lseek(fd, d, os.SEEK_HOLE)
-        while d < h:
-            n = len(os.pread(fd, min(8 << 20, h - d), d))
-            if n == 0:
-                break
-            d += n
-        pos = h
-    os.close(fd)
-PYEOF
-}
-# prefault MIB: writes and deletes a file that large, so the store writes that follow do not pay this VM's
-# first-touch cost for new page-cache pages (docs/benchmarks.md, "Exports are measured on equal footing").
-# Done before every timed replication of both paths.
-prefault() {
-  dd if=/dev/zero of="$WORK/prefault" bs=1M count="$1" status=none
-  rm -f "$WORK/prefault"
-  sync
-}
+# prefault MIB (bench/lib.sh's prefault_mib) before every timed full replication of both paths.
+prefault() { prefault_mib "$1"; }
 PREFAULT_MIB=$(( $(du -sk "$DISK" | cut -f1) / 1024 / 2 + 64 ))  # about what a full run stores (≈ half the data)
 
-du_b() { du -sb "$1" | cut -f1; }
 now_ns() { date +%s%N; }
 # cpu_ticks PID: utime+stime of a process in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

@@ -610,16 +610,24 @@ class SqliteCatalog final : public Catalog {
     });
   }
 
-  Page<Connector> list_connectors(const PageRequest& page) override {
-    auto after = decode_token(page.token, "connectors", 1);
+  // A page of a list in id order (keyset paging: the token holds the last id). `sql` takes the id to start after
+  // as its first parameter, then `extra`, then the row limit.
+  template <class T, class Reader, class... Extra>
+  Page<T> page_by_id(const PageRequest& page, const std::string& list, const std::string& what, const std::string& sql,
+                     Reader reader, const Extra&... extra) {
+    auto after = decode_token(page.token, list, 1);
     int limit = page_size(page);
     return read([&](Connection& c) {
-      Stmt s(c, "list connectors",
-             "SELECT " + kConnectorColumns + " FROM connectors WHERE disassociated = 0 AND id > ? ORDER BY id LIMIT ?");
-      s.bind_all(after ? (*after)[0] : std::string(), limit + 1);
-      return page_rows<Connector>(s, limit, connector_from, "connectors",
-                                  [](const Connector& x) { return std::vector<std::string>{x.id}; });
+      Stmt s(c, what, sql);
+      s.bind_all(after ? (*after)[0] : std::string(), extra..., limit + 1);
+      return page_rows<T>(s, limit, reader, list, [](const T& x) { return std::vector<std::string>{x.id}; });
     });
+  }
+
+  Page<Connector> list_connectors(const PageRequest& page) override {
+    return page_by_id<Connector>(page, "connectors", "list connectors",
+                                 "SELECT " + kConnectorColumns + " FROM connectors WHERE disassociated = 0 AND id > ? ORDER BY id LIMIT ?",
+                                 connector_from);
   }
 
   std::vector<Connector> all_connectors() override {
@@ -744,29 +752,22 @@ class SqliteCatalog final : public Catalog {
 
   Page<Server> list_servers(const PageRequest& page,
                             const std::vector<std::pair<std::string, std::string>>& vm_addresses) override {
-    auto after = decode_token(page.token, "servers", 1);
-    int limit = page_size(page);
-    auto key = [](const Server& v) { return std::vector<std::string>{v.id}; };
-    return read([&](Connection& c) {
-      if (vm_addresses.empty()) {
-        // Walks the primary key index from the token on: a page costs the same wherever it starts.
-        Stmt s(c, "list servers",
-               "SELECT " + kServerColumns + " FROM " + kServerSource + " WHERE s.id > ? ORDER BY s.id LIMIT ?");
-        s.bind_all(after ? (*after)[0] : std::string(), limit + 1);
-        return page_rows<Server>(s, limit, server_from, "servers", key);
-      }
-      // The filter goes in as one JSON parameter, so the statement text (and its cache entry) does not
-      // depend on how many addresses there are.
-      nlohmann::json filter = nlohmann::json::array();
-      for (auto& [manager, vm] : vm_addresses) filter.push_back({manager, vm});
-      Stmt s(c, "list servers by VM address",
-             "SELECT " + kServerColumns + " FROM " + kServerSource +
-                 " WHERE s.id > ? AND s.id IN (SELECT m.id FROM json_each(?) f JOIN servers m"
-                 " ON m.vm_manager_id = json_extract(f.value, '$[0]') AND m.vm_id = json_extract(f.value, '$[1]'))"
-                 " ORDER BY s.id LIMIT ?");
-      s.bind_all(after ? (*after)[0] : std::string(), filter.dump(), limit + 1);
-      return page_rows<Server>(s, limit, server_from, "servers", key);
-    });
+    if (vm_addresses.empty()) {
+      // Walks the primary key index from the token on: a page costs the same wherever it starts.
+      return page_by_id<Server>(page, "servers", "list servers",
+                                "SELECT " + kServerColumns + " FROM " + kServerSource + " WHERE s.id > ? ORDER BY s.id LIMIT ?",
+                                server_from);
+    }
+    // The filter goes in as one JSON parameter, so the statement text (and its cache entry) does not
+    // depend on how many addresses there are.
+    nlohmann::json filter = nlohmann::json::array();
+    for (auto& [manager, vm] : vm_addresses) filter.push_back({manager, vm});
+    return page_by_id<Server>(page, "servers", "list servers by VM address",
+                              "SELECT " + kServerColumns + " FROM " + kServerSource +
+                                  " WHERE s.id > ? AND s.id IN (SELECT m.id FROM json_each(?) f JOIN servers m"
+                                  " ON m.vm_manager_id = json_extract(f.value, '$[0]') AND m.vm_id = json_extract(f.value, '$[1]'))"
+                                  " ORDER BY s.id LIMIT ?",
+                              server_from, filter.dump());
   }
 
   size_t server_count() override {
@@ -848,15 +849,9 @@ class SqliteCatalog final : public Catalog {
   }
 
   Page<ReplicationJob> list_jobs(const PageRequest& page) override {
-    auto after = decode_token(page.token, "jobs", 1);
-    int limit = page_size(page);
-    return read([&](Connection& c) {
-      Stmt s(c, "list replication jobs",
-             "SELECT " + kJobColumns + " FROM replication_jobs WHERE id > ? AND state != 'DELETED' ORDER BY id LIMIT ?");
-      s.bind_all(after ? (*after)[0] : std::string(), limit + 1);
-      return page_rows<ReplicationJob>(s, limit, job_from, "jobs",
-                                       [](const ReplicationJob& j) { return std::vector<std::string>{j.id}; });
-    });
+    return page_by_id<ReplicationJob>(page, "jobs", "list replication jobs",
+                                      "SELECT " + kJobColumns + " FROM replication_jobs WHERE id > ? AND state != 'DELETED' ORDER BY id LIMIT ?",
+                                      job_from);
   }
 
   // Changes everything but the id, the server and the creation time.
@@ -1023,14 +1018,8 @@ class SqliteCatalog final : public Catalog {
   }
 
   Page<Image> list_images(const PageRequest& page) override {
-    auto after = decode_token(page.token, "images", 1);
-    int limit = page_size(page);
-    return read([&](Connection& c) {
-      Stmt s(c, "list images", "SELECT " + kImageColumns + " FROM images WHERE id > ? ORDER BY id LIMIT ?");
-      s.bind_all(after ? (*after)[0] : std::string(), limit + 1);
-      return page_rows<Image>(s, limit, image_from, "images",
-                              [](const Image& i) { return std::vector<std::string>{i.id}; });
-    });
+    return page_by_id<Image>(page, "images", "list images", "SELECT " + kImageColumns + " FROM images WHERE id > ? ORDER BY id LIMIT ?",
+                             image_from);
   }
 
   void delete_image(const std::string& id) override {
