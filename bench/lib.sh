@@ -57,3 +57,13 @@ generate_disks() {
   fi
   log "disk: $(cat "$DATA/gen.json")"
 }
+
+# machine_facts: key=value lines describing this machine (and the file system under $WORK), for the report.
+machine_facts() {
+  echo "nproc=$(nproc)"
+  echo "cpu=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+  echo "mem_kib=$(awk '/^MemTotal/{print $2}' /proc/meminfo)"
+  echo "kernel=$(uname -r)"
+  echo "os=$(. /etc/os-release && echo "$PRETTY_NAME")"
+  echo "fs=$(findmnt -no FSTYPE -T "$WORK" 2>/dev/null || echo '?')"
+}

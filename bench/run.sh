@@ -320,12 +320,7 @@ fi
 # ---------------------------------------------------------------- report
 T_END=$(date +%s.%N)
 {
-  echo "nproc=$(nproc)"
-  echo "cpu=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-  echo "mem_kib=$(awk '/^MemTotal/{print $2}' /proc/meminfo)"
-  echo "kernel=$(uname -r)"
-  echo "os=$(. /etc/os-release && echo "$PRETTY_NAME")"
-  echo "fs=$(findmnt -no FSTYPE -T "$WORK" 2>/dev/null || echo '?')"
+  machine_facts
   if has ferry; then echo "ferry=$("$FERRY" --version 2>&1 | head -n1 || true) ($FERRY_ORIG, sha256 $(sha256sum "$FERRY" | cut -c1-12))"; fi
   echo "restic=$(restic version 2>&1 | head -n1)"
   echo "borg=$(borg --version 2>&1 | head -n1)"
