@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   g++ cmake ninja-build pkg-config
   libssl-dev libzstd-dev libnbd-dev nlohmann-json3-dev libcli11-dev libpugixml-dev
-  libsqlite3-dev libcpp-httplib-dev libspdlog-dev
+  libsqlite3-dev libcpp-httplib-dev libboost-dev libspdlog-dev
   libgtest-dev libgmock-dev libbenchmark-dev libxml2-utils
   qemu-utils qemu-system-x86 tar python3
 )

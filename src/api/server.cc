@@ -2,8 +2,6 @@
 // connector endpoints (wire protocol v1, docs/formats.md).
 #include "api/server.h"
 
-#include <httplib.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -16,6 +14,7 @@
 #include <random>
 #include <regex>
 
+#include "api/http.h"
 #include "api/internal.h"
 #include "auth/sigv4.h"
 #include "common/buffer.h"
@@ -41,7 +40,7 @@ std::string error_type_for(const Error& e) {
   }
 }
 
-void send_error(httplib::Response& res, const std::string& type, int status, const std::string& message) {
+void send_error(http::Response& res, const std::string& type, int status, const std::string& message) {
   res.status = status;
   res.set_header("x-amzn-ErrorType", type);
   res.set_content(json{{"__type", type}, {"message", message}}.dump(), kJson11);
@@ -49,7 +48,7 @@ void send_error(httplib::Response& res, const std::string& type, int status, con
 
 // Headers every AWS answer carries. The SDKs read both: a client whose clock is off corrects it from Date and
 // signs its retry with the server's time (clock skew); the request id goes into the SDK's $metadata.
-void aws_response_headers(httplib::Response& res) {
+void aws_response_headers(http::Response& res) {
   std::time_t now = std::time(nullptr);
   std::tm tm{};
   gmtime_r(&now, &tm);
@@ -65,7 +64,7 @@ void aws_response_headers(httplib::Response& res) {
   res.set_header("x-amzn-RequestId", id);
 }
 
-auth::Request auth_request(const httplib::Request& req) {
+auth::Request auth_request(const http::Request& req) {
   auth::Request a;
   a.method = req.method;
   auto q = req.target.find('?');
@@ -137,13 +136,13 @@ struct HttpServer::Impl {
   Impl(service::Service& s, ListenOptions o) : svc(s), options(std::move(o)) {}
   service::Service& svc;
   ListenOptions options;
-  std::unique_ptr<httplib::Server> http;
+  std::unique_ptr<http::Server> http;
   int port = 0;
   PackBuffers pack_buffers;
 
   // Authenticates and returns the key; writes the error response and returns nullopt otherwise.
   // `body` overrides req.body (handlers that read the body themselves); allow_unsigned accepts UNSIGNED-PAYLOAD.
-  std::optional<catalog::AccessKey> authenticate(const httplib::Request& req, httplib::Response& res, const std::string& role,
+  std::optional<catalog::AccessKey> authenticate(const http::Request& req, http::Response& res, const std::string& role,
                                                  std::optional<std::string_view> body = std::nullopt, bool allow_unsigned = false) {
     try {
       std::optional<catalog::AccessKey> key;
@@ -169,7 +168,7 @@ struct HttpServer::Impl {
   }
 
   // Runs a handler, mapping exceptions to error answers.
-  void guarded(httplib::Response& res, const std::string& what, const std::function<void()>& fn) {
+  void guarded(http::Response& res, const std::string& what, const std::function<void()>& fn) {
     try {
       fn();
     } catch (const OperationError& e) {
@@ -187,8 +186,8 @@ struct HttpServer::Impl {
     }
   }
 
-  void json_api(const httplib::Request& req, httplib::Response& res) {
-    std::string target = req.get_header_value("X-Amz-Target");
+  void json_api(const http::Request& req, http::Response& res) {
+    std::string target = req.header("X-Amz-Target");
     if (!authenticate(req, res, "admin")) return;
     auto& ops = operations();
     auto it = ops.find(target);
@@ -206,25 +205,22 @@ struct HttpServer::Impl {
 
   // The connector endpoints: authenticate, then run fn with the connector id.
   void connector_route(const std::string& method, const std::string& pattern,
-                       std::function<void(const std::string&, const httplib::Request&, httplib::Response&)> fn) {
-    auto handler = [this, fn](const httplib::Request& req, httplib::Response& res) {
+                       std::function<void(const std::string&, const http::Request&, http::Response&)> fn) {
+    auto handler = [this, fn](const http::Request& req, http::Response& res) {
       auto key = authenticate(req, res, "connector");
       if (!key) return;
       guarded(res, req.method + " " + req.path, [&] { fn(key->connector_id, req, res); });
     };
-    if (method == "GET") http->Get(pattern, handler);
-    else if (method == "PUT") http->Put(pattern, handler);
-    else http->Post(pattern, handler);
+    http->route(method, pattern, handler);
   }
 
-  static json body_json(const httplib::Request& req) { return req.body.empty() ? json::object() : json::parse(req.body); }
+  static json body_json(const http::Request& req) { return req.body.empty() ? json::object() : json::parse(req.body); }
 
   void routes() {
-    http->set_post_routing_handler([](const httplib::Request&, httplib::Response& res) { aws_response_headers(res); });
-    http->Get("/health", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
-    http->Post("/", [this](const httplib::Request& req, httplib::Response& res) { json_api(req, res); });
+    http->route("GET", "/health", [](const http::Request&, http::Response& res) { res.set_content("ok\n", "text/plain"); });
+    http->route("POST", "/", [this](const http::Request& req, http::Response& res) { json_api(req, res); });
 
-    http->Post("/connector/v1/register", [this](const httplib::Request& req, httplib::Response& res) {
+    http->route("POST", "/connector/v1/register", [this](const http::Request& req, http::Response& res) {
       guarded(res, "register", [&] {
         json in = body_json(req);
         std::string token = in.value("token", "");
@@ -236,7 +232,7 @@ struct HttpServer::Impl {
                         "application/json");
       });
     });
-    connector_route("POST", "/connector/v1/heartbeat", [this](const std::string& cid, const httplib::Request& req, httplib::Response& res) {
+    connector_route("POST", "/connector/v1/heartbeat", [this](const std::string& cid, const http::Request& req, http::Response& res) {
       json in = body_json(req);
       service::ConnectorHas has;
       has.running = in.value("running", std::vector<std::string>{});
@@ -246,14 +242,14 @@ struct HttpServer::Impl {
       res.set_content(json{{"inventoryRequested", w.inventory_requested}, {"runs", w.runs}, {"disassociated", w.disassociated}}.dump(),
                       "application/json");
     });
-    connector_route("POST", "/connector/v1/inventory", [this](const std::string& cid, const httplib::Request& req, httplib::Response& res) {
+    connector_route("POST", "/connector/v1/inventory", [this](const std::string& cid, const http::Request& req, http::Response& res) {
       json in = body_json(req);
       std::vector<catalog::Server> servers;
       for (auto& s : in.at("servers")) servers.push_back(server_from_report(s));
       svc.report_inventory(cid, in.at("generation").get<int64_t>(), std::move(servers));
       res.set_content("{}", "application/json");
     });
-    connector_route("POST", R"(/connector/v1/runs/([\w-]+)/begin)", [this](const std::string& cid, const httplib::Request& req, httplib::Response& res) {
+    connector_route("POST", R"(/connector/v1/runs/([\w-]+)/begin)", [this](const std::string& cid, const http::Request& req, http::Response& res) {
       auto t = svc.begin_run(cid, req.matches[1]);
       json completed = json::array(), parents = json::array();
       for (auto& d : t.completed) completed.push_back({{"name", d.name}, {"snapshotId", d.snapshot_id}, {"size", d.size}});
@@ -271,7 +267,7 @@ struct HttpServer::Impl {
                   {"parents", parents}};
       res.set_content(out.dump(), "application/json");
     });
-    connector_route("GET", R"(/connector/v1/stores/([\w.-]+)/chunks)", [this](const std::string& cid, const httplib::Request& req, httplib::Response& res) {
+    connector_route("GET", R"(/connector/v1/stores/([\w.-]+)/chunks)", [this](const std::string& cid, const http::Request& req, http::Response& res) {
       auto ids = svc.known_chunks(cid, req.matches[1]);
       std::string out;
       out.reserve(ids.size() * 32);
@@ -279,50 +275,40 @@ struct HttpServer::Impl {
       res.set_content(std::move(out), "application/octet-stream");
     });
     connector_route("GET", R"(/connector/v1/stores/([\w.-]+)/snapshots/([0-9a-f]+))",
-                    [this](const std::string& cid, const httplib::Request& req, httplib::Response& res) {
+                    [this](const std::string& cid, const http::Request& req, http::Response& res) {
                       res.set_content(svc.snapshot_object(cid, req.matches[1], req.matches[2]), "application/octet-stream");
                     });
-    // Packs: the body is read into a page-aligned buffer sized from Content-Length and taken from a pool (16 MiB
-    // packs would otherwise grow a fresh string by doubling, and aligned memory lets the store write it with
-    // O_DIRECT, without another copy). It may be UNSIGNED-PAYLOAD: a pack authenticates itself (its trailer is
-    // sealed under its name, every blob under its chunk id), so hashing it for SigV4 would only cost CPU.
-    http->Put(R"(/connector/v1/runs/([\w-]+)/packs/([0-9a-f]+))",
-              [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
-                if (!req.has_header("Content-Length"))
-                  return send_error(res, "InvalidParameterException", 400, "a pack upload needs a Content-Length header");
-                uint64_t length = std::strtoull(req.get_header_value("Content-Length").c_str(), nullptr, 10);
-                if (length > kMaxPack) return send_error(res, "InvalidParameterException", 400, "a pack is at most 1 GiB");
-                auto buffer = pack_buffers.take(length);
-                size_t got = 0;
-                bool fits = true;
-                reader([&](const char* data, size_t n) {
-                  fits = n <= length - got;
-                  if (!fits) return false;
-                  std::memcpy(buffer.data() + got, data, n);
-                  got += n;
-                  return true;
-                });
-                if (!fits || got != length)
-                  return send_error(res, "InvalidParameterException", 400, "pack body is not Content-Length (" + std::to_string(length) + ") bytes long");
-                std::string_view body(buffer.data(), got);
-                auto key = authenticate(req, res, "connector", body, true);
-                if (!key) return;
-                guarded(res, "PUT pack", [&] {
-                  svc.receive_pack(key->connector_id, req.matches[1], req.matches[2], body);
-                  res.set_content("{}", "application/json");
-                });
-              });
-    connector_route("PUT", R"(/connector/v1/runs/([\w-]+)/indexes/([0-9a-f]+))", [this](const std::string& cid, const httplib::Request& req, httplib::Response& res) {
+    // Packs: the body goes from the socket straight into a page-aligned buffer sized from Content-Length and taken
+    // from a pool (large reads, no copy; aligned memory lets the store write it with O_DIRECT, without another copy).
+    // It may be UNSIGNED-PAYLOAD: a pack authenticates itself (its trailer is sealed under its name, every blob
+    // under its chunk id), so hashing it for SigV4 would only cost CPU.
+    http->stream_route("PUT", R"(/connector/v1/runs/([\w-]+)/packs/([0-9a-f]+))",
+                       [this](const http::Request& req, http::Response& res, const http::BodyReader& read) {
+                         uint64_t length = req.content_length;
+                         if (length > kMaxPack) return send_error(res, "InvalidParameterException", 400, "a pack is at most 1 GiB");
+                         auto buffer = pack_buffers.take(length);
+                         if (!read(buffer.data(), length))
+                           return send_error(res, "InvalidParameterException", 400,
+                                             "pack body is not Content-Length (" + std::to_string(length) + ") bytes long");
+                         std::string_view body(buffer.data(), length);
+                         auto key = authenticate(req, res, "connector", body, true);
+                         if (!key) return;
+                         guarded(res, "PUT pack", [&] {
+                           svc.receive_pack(key->connector_id, req.matches[1], req.matches[2], body);
+                           res.set_content("{}", "application/json");
+                         });
+                       });
+    connector_route("PUT", R"(/connector/v1/runs/([\w-]+)/indexes/([0-9a-f]+))", [this](const std::string& cid, const http::Request& req, http::Response& res) {
       svc.receive_index(cid, req.matches[1], req.matches[2], req.body);
       res.set_content("{}", "application/json");
     });
-    connector_route("PUT", R"(/connector/v1/runs/([\w-]+)/snapshots/([0-9a-f]+))", [this](const std::string& cid, const httplib::Request& req, httplib::Response& res) {
-      std::string disk = req.get_header_value("X-Ferry-Disk");
+    connector_route("PUT", R"(/connector/v1/runs/([\w-]+)/snapshots/([0-9a-f]+))", [this](const std::string& cid, const http::Request& req, http::Response& res) {
+      std::string disk = req.header("X-Ferry-Disk");
       if (disk.empty()) throw OperationError("MissingRequiredParameterException", "header X-Ferry-Disk is required");
       svc.receive_snapshot(cid, req.matches[1], disk, req.matches[2], req.body);
       res.set_content("{}", "application/json");
     });
-    connector_route("POST", R"(/connector/v1/runs/([\w-]+)/progress)", [this](const std::string& cid, const httplib::Request& req, httplib::Response& res) {
+    connector_route("POST", R"(/connector/v1/runs/([\w-]+)/progress)", [this](const std::string& cid, const http::Request& req, http::Response& res) {
       json in = body_json(req);
       service::RunProgress p;
       p.stage = in.value("stage", "");
@@ -333,10 +319,10 @@ struct HttpServer::Impl {
       bool go_on = svc.run_progress(cid, req.matches[1], p);
       res.set_content(json{{"continue", go_on}}.dump(), "application/json");
     });
-    connector_route("POST", R"(/connector/v1/runs/([\w-]+)/complete)", [this](const std::string& cid, const httplib::Request& req, httplib::Response& res) {
+    connector_route("POST", R"(/connector/v1/runs/([\w-]+)/complete)", [this](const std::string& cid, const http::Request& req, http::Response& res) {
       res.set_content(json{{"imageId", svc.complete_run(cid, req.matches[1])}}.dump(), "application/json");
     });
-    connector_route("POST", R"(/connector/v1/runs/([\w-]+)/fail)", [this](const std::string& cid, const httplib::Request& req, httplib::Response& res) {
+    connector_route("POST", R"(/connector/v1/runs/([\w-]+)/fail)", [this](const std::string& cid, const http::Request& req, http::Response& res) {
       svc.fail_run(cid, req.matches[1], body_json(req).value("message", ""));
       res.set_content("{}", "application/json");
     });
@@ -344,46 +330,33 @@ struct HttpServer::Impl {
 };
 
 HttpServer::HttpServer(service::Service& svc, ListenOptions options) : impl_(std::make_unique<Impl>(svc, std::move(options))) {
-  auto& o = impl_->options;
-  if (o.tls_cert.empty() != o.tls_key.empty()) fail(ErrorKind::kInvalidArgument, "TLS needs both a certificate (--tls-cert) and a key (--tls-key)");
-  if (!o.tls_cert.empty()) {
-    auto ssl = std::make_unique<httplib::SSLServer>(o.tls_cert.c_str(), o.tls_key.c_str());
-    if (!ssl->is_valid()) fail(ErrorKind::kInvalidArgument, "cannot use TLS certificate '" + o.tls_cert + "' with key '" + o.tls_key + "'");
-    impl_->http = std::move(ssl);
-  } else {
-    impl_->http = std::make_unique<httplib::Server>();
-  }
-  impl_->http->set_read_timeout(120);
-  impl_->http->set_write_timeout(120);
-  impl_->http->set_keep_alive_timeout(5);  // short: stop() waits for threads holding idle connections
-  impl_->http->set_payload_max_length(size_t{1} << 30);
-  // Headers and body go out in separate writes: without TCP_NODELAY the body waits for the client's delayed ACK
-  // (40 ms on Linux), once per answer.
-  impl_->http->set_tcp_nodelay(true);
-  // Held heartbeats (long polls, at most Service::kMaxHeldHeartbeats) each take a thread; the rest serve the API
-  // and uploads. httplib's default pool (8, compiled into the library) would let a few connectors starve the API.
-  impl_->http->new_task_queue = [] { return new httplib::ThreadPool(service::Service::kMaxHeldHeartbeats + 16); };
+  http::ServerOptions o;
+  o.tls_cert = impl_->options.tls_cert;
+  o.tls_key = impl_->options.tls_key;
+  o.read_timeout = std::chrono::seconds(120);
+  o.idle_timeout = std::chrono::seconds(5);
+  o.max_body = kMaxPack;
+  o.finish = aws_response_headers;
+  impl_->http = std::make_unique<http::Server>(std::move(o));
   impl_->routes();
 }
 
-HttpServer::~HttpServer() { stop(); }
+HttpServer::~HttpServer() = default;  // http::Server's destructor stops it and waits for serve()
 
 std::string HttpServer::bind() {
   const std::string& a = impl_->options.address;
   auto colon = a.rfind(':');
-  if (colon == std::string::npos) fail(ErrorKind::kInvalidArgument, "listen address '" + a + "' must be host:port");
+  int port = -1;
+  if (colon != std::string::npos && colon + 1 < a.size() && a.find_first_not_of("0123456789", colon + 1) == std::string::npos && a.size() - colon <= 6)
+    port = std::stoi(a.substr(colon + 1));
+  if (port < 0 || port > 65535) fail(ErrorKind::kInvalidArgument, "listen address '" + a + "' must be host:port");
   std::string host = a.substr(0, colon);
-  int port = std::stoi(a.substr(colon + 1));
-  if (port == 0) impl_->port = impl_->http->bind_to_any_port(host.c_str());
-  else impl_->port = impl_->http->bind_to_port(host.c_str(), port) ? port : -1;
-  if (impl_->port <= 0) fail(ErrorKind::kIo, "cannot listen on " + a + " (address in use or not available)");
+  impl_->port = impl_->http->bind(host, port);
   return std::string(impl_->options.tls_cert.empty() ? "http" : "https") + "://" + host + ":" + std::to_string(impl_->port);
 }
 
-void HttpServer::serve() { impl_->http->listen_after_bind(); }
+void HttpServer::serve() { impl_->http->serve(); }
 
-void HttpServer::stop() {
-  if (impl_ && impl_->http) impl_->http->stop();
-}
+void HttpServer::stop() { impl_->http->stop(); }
 
 }  // namespace ferry::api

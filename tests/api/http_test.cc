@@ -1,0 +1,425 @@
+// The HTTP transport under the API (src/api/http.h) over real loopback sockets: keep-alive, streamed bodies read
+// straight into the handler's memory, the refusals (malformed, too large, no length, unknown path), timeouts, a stop
+// that lets a request in progress finish, 100-continue and TLS.
+#include "api/http.h"
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+#include <condition_variable>
+#include <filesystem>
+#include <future>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "common/error.h"
+#include "fixtures/fixtures.h"
+
+namespace ferry::api::http {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+using namespace std::chrono_literals;
+using testing::TempDir;
+
+// A server on a free loopback port, serving on its own thread until the test ends.
+class Running {
+ public:
+  explicit Running(ServerOptions options = {}, std::function<void(Server&)> add_routes = {}) : server_(with_finish(std::move(options))) {
+    server_.route("GET", "/hello", [](const Request& req, Response& res) { res.set_content("hello " + req.header("x-name"), "text/plain"); });
+    server_.route("POST", "/echo", [](const Request& req, Response& res) { res.set_content(req.body, "application/octet-stream"); });
+    server_.route("GET", R"(/items/([a-z]+)/(\d+))", [](const Request& req, Response& res) {
+      res.set_content(req.matches.at(1) + "#" + req.matches.at(2) + "?" + req.target.substr(req.path.size()), "text/plain");
+    });
+    // Reads the body in 1 MiB steps into one buffer and answers its length and a checksum.
+    server_.stream_route("PUT", "/blob", [](const Request& req, Response& res, const BodyReader& read) {
+      std::string body(req.content_length, '\0');
+      size_t at = 0;
+      while (at < body.size()) {
+        size_t n = std::min<size_t>(body.size() - at, 1 << 20);
+        if (!read(body.data() + at, n)) {
+          res.status = 400;
+          res.set_content("short body after " + std::to_string(at), "text/plain");
+          return;
+        }
+        at += n;
+      }
+      res.set_content(std::to_string(body.size()) + " " + std::to_string(std::hash<std::string>{}(body)), "text/plain");
+    });
+    if (add_routes) add_routes(server_);
+    port_ = server_.bind("127.0.0.1", 0);
+    thread_ = std::thread([this] { server_.serve(); });
+  }
+  ~Running() {
+    server_.stop();
+    thread_.join();
+  }
+  int port() const { return port_; }
+  Server& server() { return server_; }
+  void join() { thread_.join(); }
+
+ private:
+  static ServerOptions with_finish(ServerOptions o) {
+    if (!o.finish) o.finish = [](Response& res) { res.set_header("X-Finished", "yes"); };
+    return o;
+  }
+  Server server_;
+  int port_ = 0;
+  std::thread thread_;
+};
+
+// A plain client connection: raw bytes out, Beast-parsed answers in. A server that never answers fails the test
+// instead of hanging it: after a minute the connection is shut down under the blocked read.
+class Conn {
+ public:
+  explicit Conn(int port) : socket_(io_) {
+    socket_.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)));
+    guard_ = std::thread([this, fd = socket_.native_handle()] {
+      std::unique_lock lock(mu_);
+      if (cv_.wait_for(lock, 60s, [&] { return done_; })) return;
+      fired_ = true;
+      ::shutdown(fd, SHUT_RDWR);
+    });
+  }
+  ~Conn() {
+    {
+      std::lock_guard lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    guard_.join();
+    EXPECT_FALSE(fired_) << "the server neither answered nor closed within a minute";
+  }
+  void send(const std::string& bytes) { asio::write(socket_, asio::buffer(bytes)); }
+  void shutdown_send() { socket_.shutdown(tcp::socket::shutdown_send); }
+  bhttp::response<bhttp::string_body> answer() {
+    bhttp::response<bhttp::string_body> res;
+    bhttp::read(socket_, buf_, res);
+    return res;
+  }
+  // True when the server closed the connection (EOF with no further bytes), waiting at most `limit`.
+  bool closed_within(std::chrono::seconds limit) {
+    timeval tv{static_cast<time_t>(limit.count()), 0};
+    setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char c;
+    ssize_t n = ::recv(socket_.native_handle(), &c, 1, 0);
+    return n == 0 || (n < 0 && errno == ECONNRESET);
+  }
+
+ private:
+  asio::io_context io_;
+  tcp::socket socket_;
+  beast::flat_buffer buf_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false, fired_ = false;
+  std::thread guard_;
+};
+
+std::string random_bytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string s(n, '\0');
+  for (auto& c : s) c = static_cast<char>(rng());
+  return s;
+}
+
+std::string put_blob(const std::string& body, const std::string& extra_headers = "") {
+  return "PUT /blob HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" + extra_headers + "\r\n" + body;
+}
+
+std::string blob_answer(const std::string& body) { return std::to_string(body.size()) + " " + std::to_string(std::hash<std::string>{}(body)); }
+
+TEST(Http, KeepAliveServesRequestsOneAfterAnotherOnOneConnection) {
+  Running r;
+  Conn c(r.port());
+  for (int i = 0; i < 5; ++i) {
+    c.send("GET /hello HTTP/1.1\r\nHost: x\r\nX-NAME: n" + std::to_string(i) + "\r\n\r\n");
+    auto res = c.answer();
+    EXPECT_EQ(res.result_int(), 200u);
+    EXPECT_EQ(res.body(), "hello n" + std::to_string(i)) << "header lookup is case-insensitive";
+    EXPECT_TRUE(res.keep_alive());
+    EXPECT_EQ(res["X-Finished"], "yes");
+  }
+  // Pipelined: two requests in one write, answered in order.
+  c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /items/disk/42?x=1 HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(c.answer().body(), "abc");
+  EXPECT_EQ(c.answer().body(), "disk#42??x=1");
+}
+
+TEST(Http, StreamedBodyArrivesWholeWhetherItComesWithTheHeadersOrLater) {
+  Running r;
+  Conn c(r.port());
+  // All in one write, and a second request right behind the body: the bytes read past the body stay for it.
+  std::string small = random_bytes(1000, 1);
+  c.send(put_blob(small) + "GET /hello HTTP/1.1\r\nHost: x\r\nX-Name: after\r\n\r\n");
+  auto res = c.answer();
+  EXPECT_EQ(res.result_int(), 200u) << res.body();
+  EXPECT_EQ(res.body(), blob_answer(small));
+  EXPECT_EQ(c.answer().body(), "hello after");
+  // 9 MiB in uneven pieces, some with pauses, so reads straddle the pieces.
+  std::string big = random_bytes((9 << 20) + 12345, 2);
+  std::string wire = put_blob(big);
+  size_t at = 0, piece = 1;
+  while (at < wire.size()) {
+    size_t n = std::min(wire.size() - at, piece);
+    c.send(wire.substr(at, n));
+    at += n;
+    piece = piece * 7 + 3;
+    if (at < 4096) std::this_thread::sleep_for(5ms);
+  }
+  res = c.answer();
+  EXPECT_EQ(res.result_int(), 200u) << res.body();
+  EXPECT_EQ(res.body(), blob_answer(big));
+  EXPECT_TRUE(res.keep_alive());
+}
+
+TEST(Http, ShortStreamedBodyIsReportedToTheHandlerAndClosesTheConnection) {
+  Running r;
+  Conn c(r.port());
+  c.send("PUT /blob HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n" + std::string(3000, 'a'));
+  c.shutdown_send();
+  auto res = c.answer();
+  EXPECT_EQ(res.result_int(), 400u);
+  EXPECT_EQ(res.body(), "short body after 0");
+  EXPECT_FALSE(res.keep_alive());
+  EXPECT_TRUE(c.closed_within(10s));
+}
+
+TEST(Http, StreamedRouteRefusesABodyWithoutContentLength) {
+  Running r;
+  Conn c(r.port());
+  c.send("PUT /blob HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
+  auto res = c.answer();
+  EXPECT_EQ(res.result_int(), 411u);
+  EXPECT_NE(res.body().find("needs a Content-Length"), std::string::npos) << res.body();
+  EXPECT_FALSE(res.keep_alive()) << "the unread body cannot be skipped, so the connection closes";
+  EXPECT_TRUE(c.closed_within(10s));
+}
+
+TEST(Http, ChunkedBodyReachesAnOrdinaryRoute) {
+  Running r;
+  Conn c(r.port());
+  c.send("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
+  auto res = c.answer();
+  EXPECT_EQ(res.result_int(), 200u);
+  EXPECT_EQ(res.body(), "abcde");
+}
+
+TEST(Http, MalformedRequestGets400AndTheConnectionCloses) {
+  Running r;
+  Conn c(r.port());
+  c.send("THIS IS NOT HTTP\r\n\r\n");
+  auto res = c.answer();
+  EXPECT_EQ(res.result_int(), 400u);
+  EXPECT_NE(res.body().find("bad HTTP request"), std::string::npos) << res.body();
+  EXPECT_EQ(res["X-Finished"], "yes");
+  EXPECT_TRUE(c.closed_within(10s));
+}
+
+TEST(Http, BodyOverTheLimitGets413) {
+  ServerOptions o;
+  o.max_body = 1024;
+  Running r(o);
+  for (const char* route : {"POST /echo", "PUT /blob"}) {
+    Conn c(r.port());
+    c.send(std::string(route) + " HTTP/1.1\r\nHost: x\r\nContent-Length: 2048\r\n\r\n");
+    auto res = c.answer();
+    EXPECT_EQ(res.result_int(), 413u) << route;
+    EXPECT_NE(res.body().find("larger than 1024 bytes"), std::string::npos) << res.body();
+  }
+  Conn c(r.port());
+  c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1024\r\n\r\n" + std::string(1024, 'z'));
+  EXPECT_EQ(c.answer().body(), std::string(1024, 'z')) << "a body at the limit passes";
+}
+
+TEST(Http, UnknownPathOrMethodGets404) {
+  Running r;
+  Conn c(r.port());
+  c.send("GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n");
+  auto res = c.answer();
+  EXPECT_EQ(res.result_int(), 404u);
+  EXPECT_NE(res.body().find("GET /nothing"), std::string::npos) << res.body();
+  EXPECT_TRUE(res.keep_alive()) << "no body, so the connection can go on";
+  c.send("DELETE /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(c.answer().result_int(), 404u);
+  c.send("GET /items/disk/notanumber HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(c.answer().result_int(), 404u) << "the pattern must match the whole path";
+}
+
+TEST(Http, HandlerExceptionIs500) {
+  Running r({}, [](Server& s) { s.route("GET", "/boom", [](const Request&, Response&) { throw std::runtime_error("kaboom"); }); });
+  Conn c(r.port());
+  c.send("GET /boom HTTP/1.1\r\nHost: x\r\n\r\n");
+  auto res = c.answer();
+  EXPECT_EQ(res.result_int(), 500u);
+  EXPECT_NE(res.body().find("kaboom"), std::string::npos);
+  c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(c.answer().result_int(), 200u) << "the connection survives";
+}
+
+TEST(Http, IdleConnectionIsClosedAfterTheIdleTimeout) {
+  ServerOptions o;
+  o.idle_timeout = 1s;
+  Running r(o);
+  Conn silent(r.port());
+  EXPECT_TRUE(silent.closed_within(30s)) << "a connection that never sends is closed";
+  Conn after_one(r.port());
+  after_one.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(after_one.answer().result_int(), 200u);
+  EXPECT_TRUE(after_one.closed_within(30s)) << "nor is a kept-alive one held forever";
+}
+
+TEST(Http, StalledBodyIsCutOffAfterTheReadTimeout) {
+  ServerOptions o;
+  o.read_timeout = 1s;
+  Running r(o);
+  for (const char* route : {"POST /echo", "PUT /blob"}) {
+    Conn c(r.port());
+    c.send(std::string(route) + " HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789");
+    // The connection ends without a success: the stream route answers 400 (short body), the other just closes.
+    bool ended = false;
+    try {
+      auto res = c.answer();
+      EXPECT_EQ(res.result_int(), 400u) << route;
+      ended = c.closed_within(30s);
+    } catch (const beast::system_error&) {
+      ended = true;
+    }
+    EXPECT_TRUE(ended) << route;
+  }
+}
+
+TEST(Http, SlowButSteadyBodyIsNotCutOff) {
+  ServerOptions o;
+  o.read_timeout = 1s;
+  Running r(o);
+  Conn c(r.port());
+  std::string body = random_bytes(60, 3);
+  std::string wire = put_blob(body);
+  // Three seconds in all, more than the read timeout, but never a second without a byte.
+  for (size_t i = 0; i < wire.size(); i += 4) {
+    c.send(wire.substr(i, 4));
+    if (i + 4 >= wire.size() - body.size()) std::this_thread::sleep_for(200ms);
+  }
+  auto res = c.answer();
+  EXPECT_EQ(res.result_int(), 200u) << res.body();
+  EXPECT_EQ(res.body(), blob_answer(body));
+}
+
+TEST(Http, StopClosesIdleConnectionsAndLetsARequestInProgressFinish) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool entered = false, release = false;
+  auto running = std::make_unique<Running>(ServerOptions{}, [&](Server& s) {
+    s.route("GET", "/slow", [&](const Request&, Response& res) {
+      std::unique_lock lock(mu);
+      entered = true;
+      cv.notify_all();
+      cv.wait(lock, [&] { return release; });
+      res.set_content("finished", "text/plain");
+    });
+  });
+  Conn idle(running->port());
+  idle.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_EQ(idle.answer().result_int(), 200u);
+  Conn busy(running->port());
+  busy.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, 30s, [&] { return entered; }));
+  }
+  running->server().stop();
+  EXPECT_TRUE(idle.closed_within(30s)) << "an idle keep-alive connection is closed at once";
+  {
+    std::lock_guard lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+  auto res = busy.answer();
+  EXPECT_EQ(res.body(), "finished");
+  EXPECT_FALSE(res.keep_alive()) << "a stopping server closes after the answer";
+  running.reset();  // joins serve(), which returns once both connections are gone
+}
+
+TEST(Http, ExpectContinueIsAnsweredBeforeTheBody) {
+  Running r;
+  for (const char* route : {"POST /echo", "PUT /blob"}) {
+    Conn c(r.port());
+    c.send(std::string(route) + " HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
+    auto cont = c.answer();
+    EXPECT_EQ(cont.result_int(), 100u) << route;
+    c.send("wxyz");
+    auto res = c.answer();
+    EXPECT_EQ(res.result_int(), 200u) << route;
+    EXPECT_EQ(res.body(), std::string(route) == "POST /echo" ? "wxyz" : blob_answer("wxyz"));
+  }
+}
+
+TEST(Http, BindReportsAPortInUseAndAcceptsIpv6Brackets) {
+  Running r;
+  Server other(ServerOptions{});
+  try {
+    other.bind("127.0.0.1", r.port());
+    ADD_FAILURE() << "bound a port in use";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kIo);
+    EXPECT_NE(std::string(e.what()).find("127.0.0.1:" + std::to_string(r.port())), std::string::npos) << e.what();
+  }
+  Server v6(ServerOptions{});
+  try {
+    EXPECT_GT(v6.bind("[::1]", 0), 0);
+  } catch (const Error& e) {
+    GTEST_SKIP() << "no IPv6 loopback here: " << e.what();
+  }
+}
+
+TEST(Http, TlsServesTheSameRoutesAndRefusesAnUnusableCertificate) {
+  TempDir dir;
+  std::string cert = (dir.path() / "cert.pem").string(), key = (dir.path() / "key.pem").string();
+  testing::run_checked({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-days", "2", "-keyout", key,
+                        "-out", cert});
+  ServerOptions o;
+  o.tls_cert = cert;
+  o.tls_key = key;
+  Running r(o);
+  asio::io_context io;
+  asio::ssl::context ctx(asio::ssl::context::tls_client);
+  ctx.load_verify_file(cert);
+  ctx.set_verify_mode(asio::ssl::verify_peer);
+  asio::ssl::stream<tcp::socket> s(io, ctx);
+  s.next_layer().connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(r.port())));
+  s.handshake(asio::ssl::stream_base::client);
+  beast::flat_buffer buf;
+  std::string body = random_bytes(3 << 20, 4);
+  for (int i = 0; i < 2; ++i) {
+    asio::write(s, asio::buffer(put_blob(body)));
+    bhttp::response<bhttp::string_body> res;
+    bhttp::read(s, buf, res);
+    EXPECT_EQ(res.result_int(), 200u) << res.body();
+    EXPECT_EQ(res.body(), blob_answer(body));
+  }
+
+  ServerOptions bad;
+  bad.tls_cert = (dir.path() / "missing.pem").string();
+  bad.tls_key = key;
+  try {
+    Server s2(bad);
+    ADD_FAILURE() << "accepted a missing certificate";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("missing.pem"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace ferry::api::http
