@@ -1,18 +1,16 @@
-// HTTP plumbing: listening (plain or TLS), SigV4 authentication, the JSON 1.1 dispatch, error bodies, and the
-// connector endpoints (wire protocol v1, docs/formats.md).
+// The API on top of the HTTP transport (api/http.h): SigV4 authentication, the JSON 1.1 dispatch, error bodies,
+// and the connector endpoints (wire protocol v1, docs/formats.md).
 #include "api/server.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
+#include <ctime>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <string_view>
 #include <vector>
-#include <ctime>
-#include <random>
-#include <regex>
 
 #include "api/http.h"
 #include "api/internal.h"

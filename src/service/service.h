@@ -139,7 +139,8 @@ class Service {
   // kMaxHeldHeartbeats wait at once (the others are answered at once), and stop() releases them.
   ConnectorWork heartbeat(const std::string& connector_id, const catalog::Connector& info, const std::string& ip,
                           const ConnectorHas& has = {});
-  static constexpr int kMaxHeldHeartbeats = 32;
+  // Each held heartbeat keeps an HTTP connection and its thread (api/http.h serves at most 1024 connections at once).
+  static constexpr int kMaxHeldHeartbeats = 512;
   void report_inventory(const std::string& connector_id, int64_t generation, std::vector<catalog::Server> servers);
   RunTask begin_run(const std::string& connector_id, const std::string& run_id);
   std::vector<store::ChunkId> known_chunks(const std::string& connector_id, const std::string& store);
