@@ -339,7 +339,8 @@ HttpServer::HttpServer(service::Service& svc, ListenOptions options) : impl_(std
   impl_->routes();
 }
 
-HttpServer::~HttpServer() = default;  // http::Server's destructor stops it and waits for serve()
+// The transport goes first: its destructor stops it and waits for serve(), and its connections use the pack buffers.
+HttpServer::~HttpServer() { impl_->http.reset(); }
 
 std::string HttpServer::bind() {
   const std::string& a = impl_->options.address;

@@ -365,6 +365,23 @@ TEST(Http, ExpectContinueIsAnsweredBeforeTheBody) {
   }
 }
 
+TEST(Http, APeerThatHangsUpMidAnswerDoesNotHurtTheServer) {
+  Running r({}, [](Server& s) { s.route("GET", "/big", [](const Request&, Response& res) { res.set_content(std::string(32 << 20, 'b'), "text/plain"); }); });
+  for (int i = 0; i < 3; ++i) {
+    asio::io_context io;
+    tcp::socket sock(io);
+    sock.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(r.port())));
+    asio::write(sock, asio::buffer(std::string("GET /big HTTP/1.1\r\nHost: x\r\n\r\n")));
+    char first[1024];
+    sock.read_some(asio::buffer(first));  // the answer has begun
+    sock.set_option(asio::socket_base::linger(true, 0));
+    sock.close();  // reset: the server's next write fails (EPIPE/ECONNRESET, never SIGPIPE)
+  }
+  Conn c(r.port());
+  c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(c.answer().result_int(), 200u);
+}
+
 TEST(Http, BindReportsAPortInUseAndAcceptsIpv6Brackets) {
   Running r;
   Server other(ServerOptions{});
