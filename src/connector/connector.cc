@@ -472,7 +472,12 @@ class Agent {
       }
       uploads->set_disk(name);
       try {
-        auto source = disk::open_source(path);
+        // Read in the format the VM manager declared (libvirt's driver type, the OVF's, qemu-img's at discovery):
+        // a guest's disk is never probed (a raw disk whose guest wrote a qcow2 header would be misread, and a
+        // qcow2 on a block device would be read raw).
+        disk::OpenOptions open;
+        open.format = d.value("format", "");
+        auto source = disk::open_source(path, open);
         replicate::Options options;
         options.name = server_id + "/" + name;
         options.threads = config_.threads;

@@ -25,7 +25,8 @@ std::string normalize_format(const std::string& name) {
   std::transform(f.begin(), f.end(), f.begin(), ::tolower);
   if (f == "vhd") return "vpc";
   if (f == "img") return "raw";
-  for (const char* known : {"raw", "qcow2", "vmdk", "vpc", "vhdx", "vdi", "ova", "qcow"})
+  // The last ones are qemu's other image drivers, which a VM manager (or qemu-img at discovery) may report.
+  for (const char* known : {"raw", "qcow2", "vmdk", "vpc", "vhdx", "vdi", "ova", "qcow", "qed", "parallels", "dmg", "cloop", "bochs"})
     if (f == known) return f;
   fail(ErrorKind::kInvalidArgument, "unknown disk format '" + name + "' (known: raw, qcow2, vmdk, vhd, vhdx, vdi, ova)");
 }
@@ -137,7 +138,8 @@ std::unique_ptr<Source> open_source(const std::string& spec, const OpenOptions& 
   std::string format = options.format.empty() ? "" : normalize_format(options.format);
   if (format.empty()) format = S_ISBLK(st.st_mode) ? "raw" : format_from_extension(path);
 
-  if (format == "ova") {
+  // "x.ova#member" is always a disk inside an OVA; a format given with it is the member's, which the OVF declares.
+  if (format == "ova" || !member.empty()) {
     auto disks = read_ova(path);
     const OvaDisk* chosen = &disks.front();
     if (member.empty() && disks.size() > 1) {

@@ -211,6 +211,40 @@ TEST(ServiceE2E, MalformedInventoryReportsTheVmAndImportsTheOthers) {
   EXPECT_EQ(run["state"], "COMPLETED") << run.dump(2);
 }
 
+// The format a VM manager declares for a disk is the one it is read in; the disk's content is never probed. A raw
+// disk whose guest wrote a qcow2 image at its start (qemu's reason not to probe a guest's disk) must come back as
+// those raw bytes, not as the virtual disk of that qcow2.
+TEST(ServiceE2E, DiskIsReadInTheFormatItsManagerDeclaresNotProbed) {
+  TempDir dir;
+  fs::path scratch = dir.path() / "scratch", vms = dir.path() / "vms", images = vms / "images";
+  fs::create_directories(images);
+  fs::path inner = raw_disk(scratch, "inner", 4, 5);
+  fs::path guest = images / "guest.img";
+  testing::run_checked({"qemu-img", "convert", "-f", "raw", "-O", "qcow2", inner.string(), guest.string()});
+  fs::create_directories(vms / "libvirt");
+  std::ofstream(vms / "libvirt" / "guest.xml")
+      << "<domain type='kvm'>\n  <name>guest</name>\n  <memory unit='MiB'>512</memory>\n  <vcpu>1</vcpu>\n  <devices>\n"
+         "    <disk type='file' device='disk'>\n      <driver name='qemu' type='raw'/>\n      <source file='"
+      << fs::absolute(guest).string() << "'/>\n      <target dev='vda' bus='virtio'/>\n    </disk>\n  </devices>\n</domain>\n";
+  e2e::write_connector_config(dir.path() / "connector.json", "dc1", json::array({{{"type", "libvirt"}, {"name", "kvm1"}, {"path", "vms/libvirt"}}}));
+
+  ServerProcess server(dir.path() / "server");
+  server.start();
+  const Client& admin = server.admin();
+  ConnectorProcess connector(server, dir.path() / "connector.json", dir.path() / "connector");
+  connector.register_and_wait();
+  admin.import_servers();
+  json vm = admin.server_named("guest");
+  ASSERT_FALSE(vm.contains("error")) << vm.dump(2);
+  std::string job = admin.create_job(vm.at("serverId"));
+  json run = admin.wait_run_ended(job, admin.start_run(job));
+  ASSERT_EQ(run["state"], "COMPLETED") << run.dump(2);
+  fs::path exported = dir.path() / "exported.raw";
+  admin.export_image(run.at("amiId"), "raw", exported);
+  EXPECT_EQ(fs::file_size(exported), fs::file_size(guest));
+  EXPECT_TRUE(testing::images_identical(exported, "raw", guest, "raw")) << "the declared raw disk was not read as raw";
+}
+
 TEST(ServiceE2E, RetentionKeepsExactlyNImagesAndReclaimsSpace) {
   TempDir dir;
   fs::path disk = dir.path() / "disk.raw";
