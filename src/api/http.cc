@@ -9,6 +9,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/beast/core/buffers_prefix.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 #include <condition_variable>
@@ -39,11 +40,14 @@ int64_t now_ns() { return std::chrono::duration_cast<std::chrono::nanoseconds>(C
 constexpr int64_t kNever = INT64_MAX;
 
 // What the watchdog knows of a connection: its socket, when it must have made progress by, and whether it is
-// between requests (stop() closes those at once).
+// between requests (stop() closes those at once). `cut` (under Impl::mu) is set when the socket was shut down: a
+// request read after that is dropped, since its answer could not be written (a client would retry a call that ran).
 struct Watch {
   int fd = -1;
   std::atomic<int64_t> deadline{kNever};
+  std::atomic<int64_t> cap{kNever};  // no re-arming past this (a request's headers must all arrive by then)
   std::atomic<bool> idle{true};
+  bool cut = false;
 };
 
 // A stream that pushes its connection's deadline forward on every read and write that moves data, so a timeout
@@ -56,7 +60,7 @@ class Watched {
     timeout_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(t).count();
     arm();
   }
-  void arm() { watch_.deadline.store(now_ns() + timeout_ns_); }
+  void arm() { watch_.deadline.store(std::min(now_ns() + timeout_ns_, watch_.cap.load())); }
   void disarm() { watch_.deadline.store(kNever); }
 
   using executor_type = typename Next::executor_type;
@@ -81,9 +85,11 @@ class Watched {
     if (ec) throw beast::system_error(ec);
     return n;
   }
+  // At most 256 KiB per call: a blocking send does not return before all it was given is queued, so a large answer
+  // to a slow reader would otherwise be one call that must finish within a single timeout.
   template <class Buffers>
   size_t write_some(const Buffers& b, beast::error_code& ec) {
-    size_t n = next_.write_some(b, ec);
+    size_t n = next_.write_some(beast::buffers_prefix(size_t{256} << 10, b), ec);
     if (n) arm();
     return n;
   }
@@ -99,7 +105,10 @@ struct Route {
   std::regex pattern;
   Handler handler;
   StreamHandler stream;
+  size_t max_body;
 };
+
+int64_t ns(std::chrono::seconds t) { return std::chrono::duration_cast<std::chrono::nanoseconds>(t).count(); }
 
 }  // namespace
 
@@ -163,23 +172,31 @@ struct Server::Impl {
     for (;;) {
       watch.idle = true;
       if (stopping) return;
+      // However slowly they trickle in, a request's headers must have arrived within this (besides each byte
+      // coming within idle_timeout of the last).
+      watch.cap = now_ns() + ns(options.idle_timeout + options.read_timeout);
       s.timeout(options.idle_timeout);
       bhttp::request_parser<bhttp::empty_body> head;
       head.header_limit(64 * 1024);
       head.body_limit(options.max_body);
       beast::error_code ec;
       bhttp::read_header(s, buf, head, ec);
-      watch.idle = false;
-      s.timeout(options.read_timeout);
+      {
+        std::lock_guard lock(mu);
+        if (watch.cut) return;  // shut down meanwhile (stop, idle timeout): the answer could not be written
+        watch.idle = false;
+      }
+      watch.cap = kNever;
       Response res;
-      bool keep = false;
       if (ec) {
         if (ec.category() != bhttp::make_error_code(bhttp::error::bad_method).category() || ec == bhttp::error::end_of_stream) return;
         if (ec == bhttp::error::body_limit) plain_answer(res, 413, "request body larger than " + std::to_string(options.max_body) + " bytes");
         else plain_answer(res, ec == bhttp::error::header_limit ? 431 : 400, "bad HTTP request: " + ec.message());
-        write(s, res, 11, false);
+        write(s, res, 11, false, false);
+        linger(s);
         return;
       }
+      s.timeout(options.read_timeout);
       auto& h = head.get();
       Request req;
       req.method = str(h.method_string());
@@ -191,29 +208,38 @@ struct Server::Impl {
         req.has_content_length = true;
         req.content_length = *len;
       }
-      keep = h.keep_alive();
+      bool keep = h.keep_alive();
       unsigned version = h.version();
-      bool expects_continue = iequals(str(h[bhttp::field::expect]), "100-continue");
+      bool head_method = h.method() == bhttp::verb::head;
+      bool expects_continue = version >= 11 && iequals(str(h[bhttp::field::expect]), "100-continue");
       const Route* route = find(req.method, req.path, req.matches);
       bool body_done = head.is_done();
       try {
         if (!route) {
           plain_answer(res, 404, "no such resource: " + req.method + " " + req.path);
+        } else if (req.has_content_length && req.content_length > route->max_body) {
+          plain_answer(res, 413, "request body larger than " + std::to_string(route->max_body) + " bytes");
         } else if (route->stream) {
           if (!req.has_content_length) {
             plain_answer(res, 411, req.method + " " + req.path + " needs a Content-Length header");
           } else {
-            if (expects_continue && !body_done) write_continue(s, version);
             uint64_t left = req.content_length;
+            bool continued = !expects_continue || body_done;
             BodyReader reader = [&](char* dst, size_t n) {
               if (n > left) return false;
-              // Bytes that came in with the headers first, then straight from the socket into dst.
-              size_t from_buf = std::min(n, buf.size());
-              asio::buffer_copy(asio::buffer(dst, from_buf), buf.data());
-              buf.consume(from_buf);
+              if (!continued) {
+                write_continue(s, version);  // the handler wants the body: let the client send it
+                continued = true;
+              }
+              // Bytes that came in with the headers first, then straight from the socket into dst, each read
+              // taking whatever has arrived.
+              size_t got = std::min(n, buf.size());
+              asio::buffer_copy(asio::buffer(dst, got), buf.data());
+              buf.consume(got);
               beast::error_code rec;
-              size_t got = from_buf + asio::read(s, asio::buffer(dst + from_buf, n - from_buf), rec);
+              while (got < n && !rec) got += s.read_some(asio::buffer(dst + got, n - got), rec);
               left -= got;
+              if (left == 0) s.disarm();  // the handler may take its time (verify, fsync); the answer re-arms
               return got == n;
             };
             route->stream(req, res, reader);
@@ -223,15 +249,17 @@ struct Server::Impl {
           if (!body_done) {
             if (expects_continue) write_continue(s, version);
             bhttp::request_parser<bhttp::string_body> full(std::move(head));
-            full.body_limit(options.max_body);
+            full.body_limit(route->max_body);
             bhttp::read(s, buf, full, ec);
             if (ec) {
               if (ec == bhttp::error::body_limit) {
-                plain_answer(res, 413, "request body larger than " + std::to_string(options.max_body) + " bytes");
-                write(s, res, version, false);
+                plain_answer(res, 413, "request body larger than " + std::to_string(route->max_body) + " bytes");
+                write(s, res, version, false, false);
+                linger(s);
               } else if (ec.category() == bhttp::make_error_code(bhttp::error::bad_method).category() && ec != bhttp::error::partial_message) {
                 plain_answer(res, 400, "bad HTTP request body: " + ec.message());
-                write(s, res, version, false);
+                write(s, res, version, false, false);
+                linger(s);
               }
               return;
             }
@@ -246,23 +274,34 @@ struct Server::Impl {
         plain_answer(res, 500, std::string("internal error: ") + e.what());
       }
       s.timeout(options.read_timeout);
-      keep = keep && body_done && !stopping;
-      if (!write(s, res, version, keep) || !keep) return;
+      keep = keep && body_done && !stopping && !head_method;
+      if (!write(s, res, version, keep, head_method)) return;
+      if (!keep) {
+        if (!body_done) linger(s);
+        return;
+      }
     }
   }
 
   template <class S>
-  bool write(S& s, Response& res, unsigned version, bool keep) {
+  bool write(S& s, Response& res, unsigned version, bool keep, bool head_method) {
     if (options.finish) options.finish(res);
     bhttp::response<bhttp::string_body> r;
     r.version(version);
     r.result(static_cast<unsigned>(res.status));
     for (auto& [k, v] : res.headers) r.insert(k, v);
     r.keep_alive(keep);
+    // Clients that pool connections (Node's agent) stop reusing one a little before this, instead of racing the close.
+    if (keep) r.set("Keep-Alive", "timeout=" + std::to_string(options.idle_timeout.count()));
     r.body() = std::move(res.body);
     r.prepare_payload();
     beast::error_code ec;
-    bhttp::write(s, r, ec);
+    if (head_method) {
+      bhttp::response_serializer<bhttp::string_body> sr(r);
+      bhttp::write_header(s, sr, ec);  // HEAD: the headers a GET would get, no body
+    } else {
+      bhttp::write(s, r, ec);
+    }
     return !ec;
   }
 
@@ -273,36 +312,49 @@ struct Server::Impl {
     bhttp::write(s, c, ec);
   }
 
-  void connection(tcp::socket sock, std::shared_ptr<Watch> watch, uint64_t id) {
-    // Unregistered before the socket closes, so the watchdog never shuts down a descriptor number reused by another.
-    struct Unregister {
-      Impl& impl;
-      uint64_t id;
-      ~Unregister() {
-        std::lock_guard lock(impl.mu);
-        impl.watches.erase(id);
-      }
-    };
+  // Before closing with part of a request body unread: read and drop what the client still sends, for a short while,
+  // so the close is a FIN after our answer rather than a reset that could make the client lose the answer.
+  template <class S>
+  void linger(S& s) {
+    s.timeout(std::chrono::seconds(2));
+    static thread_local std::vector<char> scratch(64 * 1024);
+    beast::error_code ec;
+    size_t drained = 0;
+    while (!ec && drained < (size_t{16} << 20)) drained += s.read_some(asio::buffer(scratch), ec);
+  }
+
+  // Unregistered before the socket closes, so the watchdog never shuts down a descriptor number reused by another.
+  struct Unregister {
+    Impl& impl;
+    uint64_t id;
+    ~Unregister() {
+      std::lock_guard lock(impl.mu);
+      impl.watches.erase(id);
+    }
+  };
+
+  void connection(std::unique_ptr<tcp::socket> sock, Watch& watch, uint64_t id) {
     try {
       beast::error_code ec;
-      std::string remote = sock.remote_endpoint(ec).address().to_string();
-      sock.set_option(tcp::no_delay(true), ec);  // headers and body go out in separate writes
+      std::string remote = sock->remote_endpoint(ec).address().to_string();
+      sock->set_option(tcp::no_delay(true), ec);  // headers and body go out in separate writes
       if (tls) {
-        asio::ssl::stream<tcp::socket> ssl(std::move(sock), *tls);
-        Unregister unregister{*this, id};
-        watch->deadline = now_ns() + std::chrono::duration_cast<std::chrono::nanoseconds>(options.read_timeout).count();
-        ssl.handshake(asio::ssl::stream_base::server, ec);
+        std::unique_ptr<asio::ssl::stream<tcp::socket>> ssl;
+        Unregister unregister{*this, id};  // declared after `ssl`: runs first
+        ssl = std::make_unique<asio::ssl::stream<tcp::socket>>(std::move(*sock), *tls);
+        watch.deadline = now_ns() + ns(std::min(options.read_timeout, std::chrono::seconds(30)));
+        ssl->handshake(asio::ssl::stream_base::server, ec);
         if (ec) {
           spdlog::debug("TLS handshake with {} failed: {}", remote, ec.message());
           return;
         }
-        session(ssl, *watch, remote);
-        watch->deadline = now_ns() + std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::seconds(2)).count();
-        ssl.shutdown(ec);
+        session(*ssl, watch, remote);
+        watch.deadline = now_ns() + ns(std::chrono::seconds(2));
+        ssl->shutdown(ec);
       } else {
         Unregister unregister{*this, id};
-        session(sock, *watch, remote);
-        sock.shutdown(tcp::socket::shutdown_send, ec);
+        session(*sock, watch, remote);
+        sock->shutdown(tcp::socket::shutdown_send, ec);
       }
     } catch (const std::exception& e) {
       spdlog::warn("HTTP connection failed: {}", e.what());
@@ -316,6 +368,7 @@ struct Server::Impl {
       for (auto& [id, w] : watches)
         if (w->deadline.load() < now) {
           ::shutdown(w->fd, SHUT_RDWR);  // the blocked read or write returns; the session ends
+          w->cut = true;
           w->deadline = kNever;
         }
       cv.wait_for(lock, std::chrono::milliseconds(500));
@@ -347,12 +400,12 @@ Server::~Server() {
   impl_->cv.wait(lock, [&] { return !impl_->serving && impl_->active == 0; });
 }
 
-void Server::route(const std::string& method, const std::string& pattern, Handler handler) {
-  impl_->routes.push_back({method, std::regex(pattern), std::move(handler), nullptr});
+void Server::route(const std::string& method, const std::string& pattern, Handler handler, size_t max_body) {
+  impl_->routes.push_back({method, std::regex(pattern), std::move(handler), nullptr, max_body ? max_body : impl_->options.max_body});
 }
 
-void Server::stream_route(const std::string& method, const std::string& pattern, StreamHandler handler) {
-  impl_->routes.push_back({method, std::regex(pattern), nullptr, std::move(handler)});
+void Server::stream_route(const std::string& method, const std::string& pattern, StreamHandler handler, size_t max_body) {
+  impl_->routes.push_back({method, std::regex(pattern), nullptr, std::move(handler), max_body ? max_body : impl_->options.max_body});
 }
 
 int Server::bind(const std::string& host_in, int port) {
@@ -389,9 +442,9 @@ void Server::serve() {
       impl.cv.wait(lock, [&] { return impl.stopping || impl.active < impl.options.max_connections; });
     }
     if (impl.stopping) break;
-    tcp::socket sock(impl.io);
+    auto sock = std::make_unique<tcp::socket>(impl.io);
     beast::error_code ec;
-    impl.acceptor.accept(sock, ec);
+    impl.acceptor.accept(*sock, ec);
     if (impl.stopping) break;
     if (ec) {
       spdlog::warn("accepting a connection failed: {}", ec.message());
@@ -399,7 +452,7 @@ void Server::serve() {
       continue;
     }
     auto watch = std::make_shared<Watch>();
-    watch->fd = sock.native_handle();
+    watch->fd = sock->native_handle();
     uint64_t id;
     {
       std::lock_guard lock(impl.mu);
@@ -407,12 +460,21 @@ void Server::serve() {
       impl.watches.emplace(id, watch);
       ++impl.active;
     }
-    std::thread([&impl, sock = std::move(sock), watch, id]() mutable {
-      impl.connection(std::move(sock), std::move(watch), id);
-      std::lock_guard lock(impl.mu);  // the last touch of impl: the destructor may run once this is released
+    try {
+      // The socket and the watch are owned by the thread and gone before its last touch of impl.
+      std::thread([&impl, sock = std::move(sock), watch = std::move(watch), id]() mutable {
+        impl.connection(std::move(sock), *watch, id);
+        watch.reset();
+        std::lock_guard lock(impl.mu);  // the last touch of impl: the destructor may run once this is released
+        --impl.active;
+        impl.cv.notify_all();
+      }).detach();
+    } catch (const std::exception& e) {  // no thread (a process or memory limit): drop this connection
+      spdlog::warn("cannot start a thread for a connection: {}", e.what());
+      std::lock_guard lock(impl.mu);
+      impl.watches.erase(id);
       --impl.active;
-      impl.cv.notify_all();
-    }).detach();
+    }
   }
   {
     std::unique_lock lock(impl.mu);
@@ -433,7 +495,10 @@ void Server::stop() {
   std::lock_guard lock(impl.mu);
   if (impl.stopping.exchange(true)) return;
   for (auto& [id, w] : impl.watches)
-    if (w->idle) ::shutdown(w->fd, SHUT_RDWR);
+    if (w->idle) {
+      ::shutdown(w->fd, SHUT_RDWR);
+      w->cut = true;
+    }
   if (impl.acceptor.is_open()) ::shutdown(impl.acceptor.native_handle(), SHUT_RDWR);  // a blocked accept() returns
   impl.cv.notify_all();
 }

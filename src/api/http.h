@@ -4,9 +4,11 @@
 // One thread per connection, blocking I/O: a handler may block (a held heartbeat waits for work), and a streamed
 // route reads its body with large reads straight into its own memory (a connector's 16 MiB pack goes from the socket
 // into the page-aligned buffer the store writes with O_DIRECT, with no copy in between).
-// Timeouts: a connection waiting for its next request is closed after `idle_timeout`; any single request (headers,
-// body, answer) that makes no progress for `read_timeout` is cut off. stop() closes idle connections at once and
-// lets requests in progress finish; serve() returns when every connection is gone.
+// Timeouts: a connection waiting for its next request is closed after `idle_timeout`; a request whose headers take
+// longer than `read_timeout`, or whose body or answer makes no progress for `read_timeout`, is cut off; a handler
+// has no time limit. stop() closes idle connections at once and lets requests in progress finish; serve() returns
+// when every connection is gone. A request read from a connection that was being shut down is dropped unanswered
+// and unrun. Closing with part of a body unread, the server first drains it briefly, so the client sees the answer.
 #pragma once
 
 #include <chrono>
@@ -56,7 +58,7 @@ struct ServerOptions {
   std::string tls_cert, tls_key;  // PEM files; both empty = plain HTTP
   std::chrono::seconds read_timeout{120};
   std::chrono::seconds idle_timeout{5};
-  size_t max_body = size_t{1} << 30;  // larger bodies get 413
+  size_t max_body = size_t{1} << 30;  // larger bodies get 413 (and a route's own limit)
   size_t max_connections = 1024;      // further connections wait in the listen backlog
   std::function<void(Response&)> finish;  // called on every answer just before it is written (common headers)
 };
@@ -70,9 +72,9 @@ class Server {
   Server& operator=(const Server&) = delete;
 
   // Routes are tried in the order added; `pattern` (ECMAScript regex) must match the whole path. Add them before
-  // serve(). A path no route matches gets 404.
-  void route(const std::string& method, const std::string& pattern, Handler handler);
-  void stream_route(const std::string& method, const std::string& pattern, StreamHandler handler);
+  // serve(). A path no route matches gets 404. A body over `max_body` (0: ServerOptions::max_body) gets 413.
+  void route(const std::string& method, const std::string& pattern, Handler handler, size_t max_body = 0);
+  void stream_route(const std::string& method, const std::string& pattern, StreamHandler handler, size_t max_body = 0);
 
   // Binds host:port (host a name or an address, IPv6 with or without brackets; port 0 picks a free one) and returns
   // the port. Throws ferry::Error (kIo) when the address cannot be bound.

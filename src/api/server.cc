@@ -73,7 +73,13 @@ auth::Request auth_request(const http::Request& req) {
   return a;
 }
 
-constexpr uint64_t kMaxPack = uint64_t{1} << 30;
+// Body limits per route: what a legitimate request can need, so nobody can make the server hold more before it
+// knows who is asking (bodies are read before a signed payload can be checked).
+constexpr uint64_t kMaxPack = uint64_t{1} << 30;       // packs, index files, snapshots (a large disk's chunk table)
+constexpr size_t kApiBody = size_t{16} << 20;           // SMS and ferry JSON operations
+constexpr size_t kSmallBody = size_t{1} << 20;          // connector calls with small JSON bodies
+constexpr size_t kInventoryBody = size_t{256} << 20;    // an inventory report (~1 KB per VM)
+constexpr size_t kRegisterBody = size_t{64} << 10;      // registration, the one unsigned call
 
 // Page-aligned buffers for pack bodies, reused across uploads: there are about as many as uploads run at once,
 // instead of one per HTTP thread. A buffer much larger than what is asked for is not handed out (a rare huge pack
@@ -203,20 +209,20 @@ struct HttpServer::Impl {
 
   // The connector endpoints: authenticate, then run fn with the connector id.
   void connector_route(const std::string& method, const std::string& pattern,
-                       std::function<void(const std::string&, const http::Request&, http::Response&)> fn) {
+                       std::function<void(const std::string&, const http::Request&, http::Response&)> fn, size_t max_body = kSmallBody) {
     auto handler = [this, fn](const http::Request& req, http::Response& res) {
       auto key = authenticate(req, res, "connector");
       if (!key) return;
       guarded(res, req.method + " " + req.path, [&] { fn(key->connector_id, req, res); });
     };
-    http->route(method, pattern, handler);
+    http->route(method, pattern, handler, max_body);
   }
 
   static json body_json(const http::Request& req) { return req.body.empty() ? json::object() : json::parse(req.body); }
 
   void routes() {
     http->route("GET", "/health", [](const http::Request&, http::Response& res) { res.set_content("ok\n", "text/plain"); });
-    http->route("POST", "/", [this](const http::Request& req, http::Response& res) { json_api(req, res); });
+    http->route("POST", "/", [this](const http::Request& req, http::Response& res) { json_api(req, res); }, kApiBody);
 
     http->route("POST", "/connector/v1/register", [this](const http::Request& req, http::Response& res) {
       guarded(res, "register", [&] {
@@ -229,7 +235,7 @@ struct HttpServer::Impl {
         res.set_content(json{{"connectorId", r.connector_id}, {"accessKeyId", r.access_key_id}, {"secretAccessKey", r.secret_access_key}}.dump(),
                         "application/json");
       });
-    });
+    }, kRegisterBody);
     connector_route("POST", "/connector/v1/heartbeat", [this](const std::string& cid, const http::Request& req, http::Response& res) {
       json in = body_json(req);
       service::ConnectorHas has;
@@ -246,7 +252,7 @@ struct HttpServer::Impl {
       for (auto& s : in.at("servers")) servers.push_back(server_from_report(s));
       svc.report_inventory(cid, in.at("generation").get<int64_t>(), std::move(servers));
       res.set_content("{}", "application/json");
-    });
+    }, kInventoryBody);
     connector_route("POST", R"(/connector/v1/runs/([\w-]+)/begin)", [this](const std::string& cid, const http::Request& req, http::Response& res) {
       auto t = svc.begin_run(cid, req.matches[1]);
       json completed = json::array(), parents = json::array();
@@ -282,30 +288,33 @@ struct HttpServer::Impl {
     // under its chunk id), so hashing it for SigV4 would only cost CPU.
     http->stream_route("PUT", R"(/connector/v1/runs/([\w-]+)/packs/([0-9a-f]+))",
                        [this](const http::Request& req, http::Response& res, const http::BodyReader& read) {
-                         uint64_t length = req.content_length;
-                         if (length > kMaxPack) return send_error(res, "InvalidParameterException", 400, "a pack is at most 1 GiB");
+                         uint64_t length = req.content_length;  // at most kMaxPack: larger bodies got 413
+                         // An unsigned body is authenticated from the headers before any memory is given to it.
+                         std::optional<catalog::AccessKey> key;
+                         bool unsigned_payload = req.header("x-amz-content-sha256") == "UNSIGNED-PAYLOAD";
+                         if (unsigned_payload && !(key = authenticate(req, res, "connector", std::string_view{}, true))) return;
                          auto buffer = pack_buffers.take(length);
                          if (!read(buffer.data(), length))
                            return send_error(res, "InvalidParameterException", 400,
                                              "pack body is not Content-Length (" + std::to_string(length) + ") bytes long");
                          std::string_view body(buffer.data(), length);
-                         auto key = authenticate(req, res, "connector", body, true);
-                         if (!key) return;
+                         if (!unsigned_payload && !(key = authenticate(req, res, "connector", body, true))) return;
                          guarded(res, "PUT pack", [&] {
                            svc.receive_pack(key->connector_id, req.matches[1], req.matches[2], body);
                            res.set_content("{}", "application/json");
                          });
-                       });
+                       },
+                       kMaxPack);
     connector_route("PUT", R"(/connector/v1/runs/([\w-]+)/indexes/([0-9a-f]+))", [this](const std::string& cid, const http::Request& req, http::Response& res) {
       svc.receive_index(cid, req.matches[1], req.matches[2], req.body);
       res.set_content("{}", "application/json");
-    });
+    }, kMaxPack);
     connector_route("PUT", R"(/connector/v1/runs/([\w-]+)/snapshots/([0-9a-f]+))", [this](const std::string& cid, const http::Request& req, http::Response& res) {
       std::string disk = req.header("X-Ferry-Disk");
       if (disk.empty()) throw OperationError("MissingRequiredParameterException", "header X-Ferry-Disk is required");
       svc.receive_snapshot(cid, req.matches[1], disk, req.matches[2], req.body);
       res.set_content("{}", "application/json");
-    });
+    }, kMaxPack);
     connector_route("POST", R"(/connector/v1/runs/([\w-]+)/progress)", [this](const std::string& cid, const http::Request& req, http::Response& res) {
       json in = body_json(req);
       service::RunProgress p;

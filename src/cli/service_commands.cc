@@ -1,5 +1,6 @@
 // `ferry server` and `ferry connector`: the two long-running processes.
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
@@ -94,9 +95,20 @@ int server_init(const ServerArgs& a) {
   return 0;
 }
 
+// Every connection and every open pack takes a descriptor; the usual soft limit (1024) would run out before the
+// HTTP server's connection limit does. The hard limit is what the administrator allows.
+void raise_open_files_limit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= limit.rlim_max) return;
+  rlimit raised = limit;
+  raised.rlim_cur = limit.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &raised) != 0) spdlog::warn("cannot raise the open-files limit from {}: {}", limit.rlim_cur, std::strerror(errno));
+}
+
 int server_run(const ServerArgs& a) {
   block_stop_signals();  // before the service and the HTTP server start their threads
   init_logging(a.json_logs, a.log_level);
+  raise_open_files_limit();
   service::Config config;
   config.data_dir = a.data;
   config.connector_timeout = std::chrono::seconds(a.connector_timeout);
