@@ -218,6 +218,27 @@ struct HttpServer::Impl {
     http->route(method, pattern, handler, max_body);
   }
 
+  // A connector's object upload (pack, index file, snapshot). These are sealed objects that authenticate themselves
+  // (a pack's trailer under its name, every blob under its chunk id, index files and snapshots whole), so they may be
+  // sent UNSIGNED-PAYLOAD: hashing them for SigV4 would only cost CPU. Such a request is authenticated from its
+  // headers before any memory is given to its body; a signed body is checked once read. `into(n)` gives the memory.
+  void object_upload(const http::Request& req, http::Response& res, const http::BodyReader& read, const std::string& what,
+                     const std::function<char*(size_t)>& into, const std::function<void(const std::string&, std::string_view)>& fn) {
+    uint64_t length = req.content_length;  // at most the route's limit: larger bodies got 413
+    std::optional<catalog::AccessKey> key;
+    bool unsigned_payload = req.header("x-amz-content-sha256") == auth::kUnsignedPayload;
+    if (unsigned_payload && !(key = authenticate(req, res, "connector", std::string_view{}, true))) return;
+    char* dst = into(length);
+    if (!read(dst, length))
+      return send_error(res, "InvalidParameterException", 400, what + " body is not Content-Length (" + std::to_string(length) + ") bytes long");
+    std::string_view body(dst, length);
+    if (!unsigned_payload && !(key = authenticate(req, res, "connector", body, true))) return;
+    guarded(res, "PUT " + what, [&] {
+      fn(key->connector_id, body);
+      res.set_content("{}", "application/json");
+    });
+  }
+
   static json body_json(const http::Request& req) { return req.body.empty() ? json::object() : json::parse(req.body); }
 
   void routes() {
@@ -284,37 +305,44 @@ struct HttpServer::Impl {
                     });
     // Packs: the body goes from the socket straight into a page-aligned buffer sized from Content-Length and taken
     // from a pool (large reads, no copy; aligned memory lets the store write it with O_DIRECT, without another copy).
-    // It may be UNSIGNED-PAYLOAD: a pack authenticates itself (its trailer is sealed under its name, every blob
-    // under its chunk id), so hashing it for SigV4 would only cost CPU.
     http->stream_route("PUT", R"(/connector/v1/runs/([\w-]+)/packs/([0-9a-f]+))",
                        [this](const http::Request& req, http::Response& res, const http::BodyReader& read) {
-                         uint64_t length = req.content_length;  // at most kMaxPack: larger bodies got 413
-                         // An unsigned body is authenticated from the headers before any memory is given to it.
-                         std::optional<catalog::AccessKey> key;
-                         bool unsigned_payload = req.header("x-amz-content-sha256") == "UNSIGNED-PAYLOAD";
-                         if (unsigned_payload && !(key = authenticate(req, res, "connector", std::string_view{}, true))) return;
-                         auto buffer = pack_buffers.take(length);
-                         if (!read(buffer.data(), length))
-                           return send_error(res, "InvalidParameterException", 400,
-                                             "pack body is not Content-Length (" + std::to_string(length) + ") bytes long");
-                         std::string_view body(buffer.data(), length);
-                         if (!unsigned_payload && !(key = authenticate(req, res, "connector", body, true))) return;
-                         guarded(res, "PUT pack", [&] {
-                           svc.receive_pack(key->connector_id, req.matches[1], req.matches[2], body);
-                           res.set_content("{}", "application/json");
+                         std::unique_ptr<PackBuffers::Lease> lease;
+                         auto into = [&](size_t n) {
+                           lease.reset(new PackBuffers::Lease(pack_buffers.take(n)));
+                           return lease->data();
+                         };
+                         object_upload(req, res, read, "pack", into, [&](const std::string& cid, std::string_view body) {
+                           svc.receive_pack(cid, req.matches[1], req.matches[2], body);
                          });
                        },
                        kMaxPack);
-    connector_route("PUT", R"(/connector/v1/runs/([\w-]+)/indexes/([0-9a-f]+))", [this](const std::string& cid, const http::Request& req, http::Response& res) {
-      svc.receive_index(cid, req.matches[1], req.matches[2], req.body);
-      res.set_content("{}", "application/json");
-    }, kMaxPack);
-    connector_route("PUT", R"(/connector/v1/runs/([\w-]+)/snapshots/([0-9a-f]+))", [this](const std::string& cid, const http::Request& req, http::Response& res) {
-      std::string disk = req.header("X-Ferry-Disk");
-      if (disk.empty()) throw OperationError("MissingRequiredParameterException", "header X-Ferry-Disk is required");
-      svc.receive_snapshot(cid, req.matches[1], disk, req.matches[2], req.body);
-      res.set_content("{}", "application/json");
-    }, kMaxPack);
+    http->stream_route("PUT", R"(/connector/v1/runs/([\w-]+)/indexes/([0-9a-f]+))",
+                       [this](const http::Request& req, http::Response& res, const http::BodyReader& read) {
+                         std::string box;
+                         auto into = [&](size_t n) {
+                           box.resize(n);
+                           return box.data();
+                         };
+                         object_upload(req, res, read, "index", into, [&](const std::string& cid, std::string_view body) {
+                           svc.receive_index(cid, req.matches[1], req.matches[2], body);
+                         });
+                       },
+                       kMaxPack);
+    http->stream_route("PUT", R"(/connector/v1/runs/([\w-]+)/snapshots/([0-9a-f]+))",
+                       [this](const http::Request& req, http::Response& res, const http::BodyReader& read) {
+                         std::string box;
+                         auto into = [&](size_t n) {
+                           box.resize(n);
+                           return box.data();
+                         };
+                         object_upload(req, res, read, "snapshot", into, [&](const std::string& cid, std::string_view body) {
+                           std::string disk = req.header("X-Ferry-Disk");
+                           if (disk.empty()) throw OperationError("MissingRequiredParameterException", "header X-Ferry-Disk is required");
+                           svc.receive_snapshot(cid, req.matches[1], disk, req.matches[2], body);
+                         });
+                       },
+                       kMaxPack);
     connector_route("POST", R"(/connector/v1/runs/([\w-]+)/progress)", [this](const std::string& cid, const http::Request& req, http::Response& res) {
       json in = body_json(req);
       service::RunProgress p;

@@ -167,14 +167,16 @@ class UploadBackend : public store::Backend {
 
   void put(store::ObjectType type, const std::string& name, std::string_view data) override {
     if (type == store::ObjectType::kIndex) {
-      upload("/connector/v1/runs/" + run_id_ + "/indexes/" + name, std::string(data), {});
+      // Sealed objects, like packs: sent unsigned (the server checks the seal), so no SigV4 body hash.
+      upload("/connector/v1/runs/" + run_id_ + "/indexes/" + name, std::string(data), {{"X-Amz-Content-Sha256", auth::kUnsignedPayload}});
     } else if (type == store::ObjectType::kSnapshot) {
       std::string disk;
       {
         std::lock_guard lock(mu_);
         disk = disk_;
       }
-      upload("/connector/v1/runs/" + run_id_ + "/snapshots/" + name, std::string(data), {{"X-Ferry-Disk", disk}});
+      upload("/connector/v1/runs/" + run_id_ + "/snapshots/" + name, std::string(data),
+             {{"X-Ferry-Disk", disk}, {"X-Amz-Content-Sha256", auth::kUnsignedPayload}});
     } else {
       fail(ErrorKind::kUnsupported, std::string("a connector does not write ") + store::to_string(type) + " objects");
     }

@@ -250,41 +250,44 @@ TEST(ServiceE2E, DiskIsReadInTheFormatItsManagerDeclaresNotProbed) {
   EXPECT_TRUE(testing::images_identical(exported, "raw", guest, "raw")) << "the declared raw disk was not read as raw";
 }
 
-// A pack sent UNSIGNED-PAYLOAD is refused on its headers alone: a client without a connector key gets its answer
-// before sending any of the 16 MiB it announced, so it cannot make the server take a pack buffer.
-TEST(ServiceE2E, UnsignedPackFromAnUnknownKeyIsRefusedBeforeItsBody) {
+// An object upload (pack, index file, snapshot) sent UNSIGNED-PAYLOAD is refused on its headers alone: a client
+// without a connector key gets its answer before sending any of the 16 MiB it announced, so it cannot make the
+// server hold a body.
+TEST(ServiceE2E, UnsignedObjectUploadFromAnUnknownKeyIsRefusedBeforeItsBody) {
   TempDir dir;
   ServerProcess server(dir.path() / "server");
   server.start();
   int port = std::stoi(server.url().substr(server.url().rfind(':') + 1));
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_GE(fd, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char amz_date[20], day[10];
-  std::strftime(amz_date, sizeof amz_date, "%Y%m%dT%H%M%SZ", &tm);
-  std::strftime(day, sizeof day, "%Y%m%d", &tm);
-  std::string request = "PUT /connector/v1/runs/r-1/packs/" + std::string(64, 'a') +
-                        " HTTP/1.1\r\nHost: 127.0.0.1\r\nx-amz-date: " + amz_date +
-                        "\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\nAuthorization: AWS4-HMAC-SHA256 Credential=AKIANOBODY0000000000/" + day +
-                        "/us-east-1/sms/aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=" + std::string(64, '0') +
-                        "\r\nContent-Length: 16777216\r\n\r\n";
-  ASSERT_EQ(::send(fd, request.data(), request.size(), MSG_NOSIGNAL), static_cast<ssize_t>(request.size()));
-  pollfd pfd{fd, POLLIN, 0};
-  ASSERT_EQ(::poll(&pfd, 1, 30000), 1) << "no answer before the body was sent";
-  char answer[4096];
-  ssize_t n = ::recv(fd, answer, sizeof answer, 0);
-  ::close(fd);
-  ASSERT_GT(n, 0);
-  std::string text(answer, static_cast<size_t>(n));
-  EXPECT_TRUE(contains(text, "HTTP/1.1 4")) << text;
-  EXPECT_TRUE(contains(text, "UnrecognizedClientException")) << text;
+  for (std::string object : {"packs/" + std::string(64, 'a'), "indexes/" + std::string(64, 'b'), "snapshots/" + std::string(32, 'c')}) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    std::time_t now = std::time(nullptr);
+    std::tm tm{};
+    gmtime_r(&now, &tm);
+    char amz_date[20], day[10];
+    std::strftime(amz_date, sizeof amz_date, "%Y%m%dT%H%M%SZ", &tm);
+    std::strftime(day, sizeof day, "%Y%m%d", &tm);
+    std::string request = "PUT /connector/v1/runs/r-1/" + object + " HTTP/1.1\r\nHost: 127.0.0.1\r\nx-amz-date: " + amz_date +
+                          "\r\nX-Ferry-Disk: d\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\nAuthorization: AWS4-HMAC-SHA256 "
+                          "Credential=AKIANOBODY0000000000/" + std::string(day) +
+                          "/us-east-1/sms/aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=" + std::string(64, '0') +
+                          "\r\nContent-Length: 16777216\r\n\r\n";
+    ASSERT_EQ(::send(fd, request.data(), request.size(), MSG_NOSIGNAL), static_cast<ssize_t>(request.size()));
+    pollfd pfd{fd, POLLIN, 0};
+    ASSERT_EQ(::poll(&pfd, 1, 30000), 1) << object << ": no answer before the body was sent";
+    char answer[4096];
+    ssize_t n = ::recv(fd, answer, sizeof answer, 0);
+    ::close(fd);
+    ASSERT_GT(n, 0) << object;
+    std::string text(answer, static_cast<size_t>(n));
+    EXPECT_TRUE(contains(text, "HTTP/1.1 4")) << object << ": " << text;
+    EXPECT_TRUE(contains(text, "UnrecognizedClientException")) << object << ": " << text;
+  }
 }
 
 TEST(ServiceE2E, RetentionKeepsExactlyNImagesAndReclaimsSpace) {
