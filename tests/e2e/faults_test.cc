@@ -272,7 +272,11 @@ TEST_P(KilledReplication, LeavesCleanStoreAndRerunReusesCommittedPacks) {
     EXPECT_LT(packs, ref->packs);
   }
   if (fault == "pack:1" || fault == "pack:2") {
-    EXPECT_EQ(packs, fault == "pack:1" ? 1u : 2u);
+    // The kill comes right after the N-th pack is committed; the other of the two pack closers may have committed
+    // one more in that instant (seen once in CI), never two.
+    const size_t n = fault == "pack:1" ? 1u : 2u;
+    EXPECT_GE(packs, n);
+    EXPECT_LE(packs, n + 1);
   }
   if (fault == "index:1") {
     EXPECT_EQ(packs, ref->packs);
