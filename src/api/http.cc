@@ -39,6 +39,14 @@ std::string str(beast::string_view s) { return std::string(s.data(), s.size()); 
 int64_t now_ns() { return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count(); }
 constexpr int64_t kNever = INT64_MAX;
 
+// A malformed message (Beast's parser said so), as opposed to an I/O error or the peer going away.
+bool is_parse_error(const beast::error_code& ec) {
+  static const auto& http_errors = bhttp::make_error_code(bhttp::error::bad_method).category();
+  return ec.category() == http_errors && ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message;
+}
+
+std::string too_large(size_t limit) { return "request body larger than " + std::to_string(limit) + " bytes"; }
+
 // What the watchdog knows of a connection: its socket, when it must have made progress by, and whether it is
 // between requests (stop() closes those at once). `cut` (under Impl::mu) is set when the socket was shut down: a
 // request read after that is dropped, since its answer could not be written (a client would retry a call that ran).
@@ -63,8 +71,6 @@ class Watched {
   void arm() { watch_.deadline.store(std::min(now_ns() + timeout_ns_, watch_.cap.load())); }
   void disarm() { watch_.deadline.store(kNever); }
 
-  using executor_type = typename Next::executor_type;
-  executor_type get_executor() { return next_.get_executor(); }
   template <class Buffers>
   size_t read_some(const Buffers& b) {
     beast::error_code ec;
@@ -189,11 +195,8 @@ struct Server::Impl {
       watch.cap = kNever;
       Response res;
       if (ec) {
-        if (ec.category() != bhttp::make_error_code(bhttp::error::bad_method).category() || ec == bhttp::error::end_of_stream) return;
-        if (ec == bhttp::error::body_limit) plain_answer(res, 413, "request body larger than " + std::to_string(options.max_body) + " bytes");
-        else plain_answer(res, ec == bhttp::error::header_limit ? 431 : 400, "bad HTTP request: " + ec.message());
-        write(s, res, 11, false, false);
-        linger(s);
+        if (ec == bhttp::error::body_limit) refuse(s, 11, 413, too_large(options.max_body));
+        else if (is_parse_error(ec)) refuse(s, 11, ec == bhttp::error::header_limit ? 431 : 400, "bad HTTP request: " + ec.message());
         return;
       }
       s.timeout(options.read_timeout);
@@ -218,7 +221,7 @@ struct Server::Impl {
         if (!route) {
           plain_answer(res, 404, "no such resource: " + req.method + " " + req.path);
         } else if (req.has_content_length && req.content_length > route->max_body) {
-          plain_answer(res, 413, "request body larger than " + std::to_string(route->max_body) + " bytes");
+          plain_answer(res, 413, too_large(route->max_body));
         } else if (route->stream) {
           if (!req.has_content_length) {
             plain_answer(res, 411, req.method + " " + req.path + " needs a Content-Length header");
@@ -252,15 +255,8 @@ struct Server::Impl {
             full.body_limit(route->max_body);
             bhttp::read(s, buf, full, ec);
             if (ec) {
-              if (ec == bhttp::error::body_limit) {
-                plain_answer(res, 413, "request body larger than " + std::to_string(route->max_body) + " bytes");
-                write(s, res, version, false, false);
-                linger(s);
-              } else if (ec.category() == bhttp::make_error_code(bhttp::error::bad_method).category() && ec != bhttp::error::partial_message) {
-                plain_answer(res, 400, "bad HTTP request body: " + ec.message());
-                write(s, res, version, false, false);
-                linger(s);
-              }
+              if (ec == bhttp::error::body_limit) refuse(s, version, 413, too_large(route->max_body));
+              else if (is_parse_error(ec)) refuse(s, version, 400, "bad HTTP request body: " + ec.message());
               return;
             }
             req.body = std::move(full.get().body());
@@ -305,6 +301,15 @@ struct Server::Impl {
     return !ec;
   }
 
+  // Answers with an error and closes: the rest of the request cannot be read as HTTP, or will not be read.
+  template <class S>
+  void refuse(S& s, unsigned version, int status, const std::string& message) {
+    Response res;
+    plain_answer(res, status, message);
+    write(s, res, version, false, false);
+    linger(s);
+  }
+
   template <class S>
   void write_continue(S& s, unsigned version) {
     bhttp::response<bhttp::empty_body> c{bhttp::status::continue_, version};
@@ -317,7 +322,7 @@ struct Server::Impl {
   template <class S>
   void linger(S& s) {
     s.timeout(std::chrono::seconds(2));
-    static thread_local std::vector<char> scratch(64 * 1024);
+    std::vector<char> scratch(64 * 1024);
     beast::error_code ec;
     size_t drained = 0;
     while (!ec && drained < (size_t{16} << 20)) drained += s.read_some(asio::buffer(scratch), ec);

@@ -141,7 +141,6 @@ struct HttpServer::Impl {
   service::Service& svc;
   ListenOptions options;
   std::unique_ptr<http::Server> http;
-  int port = 0;
   PackBuffers pack_buffers;
 
   // Authenticates and returns the key; writes the error response and returns nullopt otherwise.
@@ -218,25 +217,38 @@ struct HttpServer::Impl {
     http->route(method, pattern, handler, max_body);
   }
 
-  // A connector's object upload (pack, index file, snapshot). These are sealed objects that authenticate themselves
-  // (a pack's trailer under its name, every blob under its chunk id, index files and snapshots whole), so they may be
-  // sent UNSIGNED-PAYLOAD: hashing them for SigV4 would only cost CPU. Such a request is authenticated from its
-  // headers before any memory is given to its body; a signed body is checked once read. `into(n)` gives the memory.
-  void object_upload(const http::Request& req, http::Response& res, const http::BodyReader& read, const std::string& what,
-                     const std::function<char*(size_t)>& into, const std::function<void(const std::string&, std::string_view)>& fn) {
-    uint64_t length = req.content_length;  // at most the route's limit: larger bodies got 413
-    std::optional<catalog::AccessKey> key;
-    bool unsigned_payload = req.header("x-amz-content-sha256") == auth::kUnsignedPayload;
-    if (unsigned_payload && !(key = authenticate(req, res, "connector", std::string_view{}, true))) return;
-    char* dst = into(length);
-    if (!read(dst, length))
-      return send_error(res, "InvalidParameterException", 400, what + " body is not Content-Length (" + std::to_string(length) + ") bytes long");
-    std::string_view body(dst, length);
-    if (!unsigned_payload && !(key = authenticate(req, res, "connector", body, true))) return;
-    guarded(res, "PUT " + what, [&] {
-      fn(key->connector_id, body);
-      res.set_content("{}", "application/json");
-    });
+  // A connector's object upload route (pack, index file, snapshot). These are sealed objects that authenticate
+  // themselves (a pack's trailer under its name, every blob under its chunk id, index files and snapshots whole), so
+  // they may be sent UNSIGNED-PAYLOAD: hashing them for SigV4 would only cost CPU. Such a request is authenticated
+  // from its headers before any memory is given to its body; a signed body is checked once read. The body goes into
+  // a pooled page-aligned buffer (`pooled`, for packs) or a string.
+  void object_route(const std::string& pattern, const std::string& what,
+                    std::function<void(const std::string&, const http::Request&, std::string_view)> fn, bool pooled = false) {
+    auto handler = [this, what, fn, pooled](const http::Request& req, http::Response& res, const http::BodyReader& read) {
+      uint64_t length = req.content_length;  // at most kMaxPack: larger bodies got 413
+      std::optional<catalog::AccessKey> key;
+      bool unsigned_payload = req.header("x-amz-content-sha256") == auth::kUnsignedPayload;
+      if (unsigned_payload && !(key = authenticate(req, res, "connector", std::string_view{}, true))) return;
+      std::unique_ptr<PackBuffers::Lease> lease;
+      std::string box;
+      char* dst;
+      if (pooled) {
+        lease.reset(new PackBuffers::Lease(pack_buffers.take(length)));
+        dst = lease->data();
+      } else {
+        box.resize(length);
+        dst = box.data();
+      }
+      if (!read(dst, length))
+        return send_error(res, "InvalidParameterException", 400, what + " body is not Content-Length (" + std::to_string(length) + ") bytes long");
+      std::string_view body(dst, length);
+      if (!unsigned_payload && !(key = authenticate(req, res, "connector", body, true))) return;
+      guarded(res, "PUT " + what, [&] {
+        fn(key->connector_id, req, body);
+        res.set_content("{}", "application/json");
+      });
+    };
+    http->stream_route("PUT", pattern, handler, kMaxPack);
   }
 
   static json body_json(const http::Request& req) { return req.body.empty() ? json::object() : json::parse(req.body); }
@@ -305,44 +317,17 @@ struct HttpServer::Impl {
                     });
     // Packs: the body goes from the socket straight into a page-aligned buffer sized from Content-Length and taken
     // from a pool (large reads, no copy; aligned memory lets the store write it with O_DIRECT, without another copy).
-    http->stream_route("PUT", R"(/connector/v1/runs/([\w-]+)/packs/([0-9a-f]+))",
-                       [this](const http::Request& req, http::Response& res, const http::BodyReader& read) {
-                         std::unique_ptr<PackBuffers::Lease> lease;
-                         auto into = [&](size_t n) {
-                           lease.reset(new PackBuffers::Lease(pack_buffers.take(n)));
-                           return lease->data();
-                         };
-                         object_upload(req, res, read, "pack", into, [&](const std::string& cid, std::string_view body) {
-                           svc.receive_pack(cid, req.matches[1], req.matches[2], body);
-                         });
-                       },
-                       kMaxPack);
-    http->stream_route("PUT", R"(/connector/v1/runs/([\w-]+)/indexes/([0-9a-f]+))",
-                       [this](const http::Request& req, http::Response& res, const http::BodyReader& read) {
-                         std::string box;
-                         auto into = [&](size_t n) {
-                           box.resize(n);
-                           return box.data();
-                         };
-                         object_upload(req, res, read, "index", into, [&](const std::string& cid, std::string_view body) {
-                           svc.receive_index(cid, req.matches[1], req.matches[2], body);
-                         });
-                       },
-                       kMaxPack);
-    http->stream_route("PUT", R"(/connector/v1/runs/([\w-]+)/snapshots/([0-9a-f]+))",
-                       [this](const http::Request& req, http::Response& res, const http::BodyReader& read) {
-                         std::string box;
-                         auto into = [&](size_t n) {
-                           box.resize(n);
-                           return box.data();
-                         };
-                         object_upload(req, res, read, "snapshot", into, [&](const std::string& cid, std::string_view body) {
-                           std::string disk = req.header("X-Ferry-Disk");
-                           if (disk.empty()) throw OperationError("MissingRequiredParameterException", "header X-Ferry-Disk is required");
-                           svc.receive_snapshot(cid, req.matches[1], disk, req.matches[2], body);
-                         });
-                       },
-                       kMaxPack);
+    object_route(R"(/connector/v1/runs/([\w-]+)/packs/([0-9a-f]+))", "pack", [this](const std::string& cid, const http::Request& req, std::string_view body) {
+      svc.receive_pack(cid, req.matches[1], req.matches[2], body);
+    }, true);
+    object_route(R"(/connector/v1/runs/([\w-]+)/indexes/([0-9a-f]+))", "index", [this](const std::string& cid, const http::Request& req, std::string_view body) {
+      svc.receive_index(cid, req.matches[1], req.matches[2], body);
+    });
+    object_route(R"(/connector/v1/runs/([\w-]+)/snapshots/([0-9a-f]+))", "snapshot", [this](const std::string& cid, const http::Request& req, std::string_view body) {
+      std::string disk = req.header("X-Ferry-Disk");
+      if (disk.empty()) throw OperationError("MissingRequiredParameterException", "header X-Ferry-Disk is required");
+      svc.receive_snapshot(cid, req.matches[1], disk, req.matches[2], body);
+    });
     connector_route("POST", R"(/connector/v1/runs/([\w-]+)/progress)", [this](const std::string& cid, const http::Request& req, http::Response& res) {
       json in = body_json(req);
       service::RunProgress p;
@@ -387,8 +372,8 @@ std::string HttpServer::bind() {
     port = std::stoi(a.substr(colon + 1));
   if (port < 0 || port > 65535) fail(ErrorKind::kInvalidArgument, "listen address '" + a + "' must be host:port");
   std::string host = a.substr(0, colon);
-  impl_->port = impl_->http->bind(host, port);
-  return std::string(impl_->options.tls_cert.empty() ? "http" : "https") + "://" + host + ":" + std::to_string(impl_->port);
+  int bound = impl_->http->bind(host, port);
+  return std::string(impl_->options.tls_cert.empty() ? "http" : "https") + "://" + host + ":" + std::to_string(bound);
 }
 
 void HttpServer::serve() { impl_->http->serve(); }

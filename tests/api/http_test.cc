@@ -160,6 +160,7 @@ TEST(Http, KeepAliveServesRequestsOneAfterAnotherOnOneConnection) {
     EXPECT_EQ(res.result_int(), 200u);
     EXPECT_EQ(res.body(), "hello n" + std::to_string(i)) << "header lookup is case-insensitive";
     EXPECT_TRUE(res.keep_alive());
+    EXPECT_EQ(res["Keep-Alive"], "timeout=5") << "the idle timeout, for clients that pool connections";
     EXPECT_EQ(res["X-Finished"], "yes");
   }
   // Pipelined: two requests in one write, answered in order.
@@ -415,6 +416,27 @@ TEST(Http, StalledBodyIsCutOffAfterTheReadTimeout) {
   // The client may see the close before the handler has counted; give the server's thread a moment.
   for (int i = 0; i < 200 && r.short_reads == 0; ++i) std::this_thread::sleep_for(50ms);
   EXPECT_EQ(r.short_reads, 1) << "the stream route's read returned false when the body stalled";
+}
+
+TEST(Http, HeadersThatTrickleInAreCutOff) {
+  ServerOptions o;
+  o.idle_timeout = 1s;
+  o.read_timeout = 1s;
+  Running r(o);
+  Conn c(r.port());
+  c.send("GET /hello HTTP/1.1\r\nX-Slow: ");
+  // A header byte every 300 ms is never idle for a second, but the headers must be complete 2 s after the start.
+  bool closed = false;
+  for (int i = 0; i < 60 && !closed; ++i) {
+    try {
+      c.send("a");
+    } catch (const beast::system_error&) {
+      closed = true;
+    }
+    std::this_thread::sleep_for(300ms);
+    closed = closed || c.readable_within(0s);  // the server never answers half a request: readable means closed
+  }
+  EXPECT_TRUE(closed) << "18 s of trickling headers were not cut off";
 }
 
 TEST(Http, SlowButSteadyBodyIsNotCutOff) {
