@@ -193,7 +193,6 @@ struct Server::Impl {
         watch.idle = false;
       }
       watch.cap = kNever;
-      Response res;
       if (ec) {
         if (ec == bhttp::error::body_limit) refuse(s, 11, 413, too_large(options.max_body));
         else if (is_parse_error(ec)) refuse(s, 11, ec == bhttp::error::header_limit ? 431 : 400, "bad HTTP request: " + ec.message());
@@ -217,6 +216,7 @@ struct Server::Impl {
       bool expects_continue = version >= 11 && iequals(str(h[bhttp::field::expect]), "100-continue");
       const Route* route = find(req.method, req.path, req.matches);
       bool body_done = head.is_done();
+      Response res;
       try {
         if (!route) {
           plain_answer(res, 404, "no such resource: " + req.method + " " + req.path);

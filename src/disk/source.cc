@@ -28,7 +28,8 @@ std::string normalize_format(const std::string& name) {
   // The last ones are qemu's other image drivers, which a VM manager (or qemu-img at discovery) may report.
   for (const char* known : {"raw", "qcow2", "vmdk", "vpc", "vhdx", "vdi", "ova", "qcow", "qed", "parallels", "dmg", "cloop", "bochs"})
     if (f == known) return f;
-  fail(ErrorKind::kInvalidArgument, "unknown disk format '" + name + "' (known: raw, qcow2, vmdk, vhd, vhdx, vdi, ova)");
+  fail(ErrorKind::kInvalidArgument,
+       "unknown disk format '" + name + "' (known: raw, qcow2, vmdk, vhd, vhdx, vdi, ova; also qcow, qed, parallels, dmg, cloop, bochs)");
 }
 
 std::string format_from_extension(const std::filesystem::path& path) {
