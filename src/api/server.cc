@@ -149,13 +149,15 @@ struct HttpServer::Impl {
                                                  std::optional<std::string_view> body = std::nullopt, bool allow_unsigned = false) {
     try {
       std::optional<catalog::AccessKey> key;
+      auth::VerifyOptions options;
+      options.allow_unsigned_payload = allow_unsigned;
       auth::Request a = auth_request(req);
       if (body) a.body = *body;
       auto verified = auth::verify(a, [&](const std::string& id) -> std::optional<std::string> {
         key = svc.access_key(id);
         if (!key) return std::nullopt;
         return key->secret;
-      }, std::chrono::system_clock::now(), std::chrono::minutes(15), allow_unsigned);
+      }, std::chrono::system_clock::now(), options);
       if (!key || key->role != role) {
         // HTTP 400, as AWS's JSON services answer AccessDeniedException (403 is for a missing or unknown token).
         send_error(res, "AccessDeniedException", 400,

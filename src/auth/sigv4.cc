@@ -376,7 +376,9 @@ void sign(Request& request, const Credentials& credentials, const std::string& r
 }
 
 Verified verify(const Request& request, const SecretLookup& secret_for, std::chrono::system_clock::time_point now,
-                std::chrono::seconds max_skew, bool allow_unsigned_payload) {
+                const VerifyOptions& options) {
+  const std::chrono::seconds max_skew = options.max_skew;
+  const bool allow_unsigned_payload = options.allow_unsigned_payload;
   std::optional<std::string> header = request.header("authorization");
   if (!header || trim(*header).empty())
     throw AuthError("MissingAuthenticationTokenException", 403, "Missing Authentication Token");
@@ -423,6 +425,8 @@ Verified verify(const Request& request, const SecretLookup& secret_for, std::chr
             "'.");
   if (scope.region.empty()) invalid("Credential should be scoped to a valid region, not ''.");
   if (scope.service.empty()) invalid("Credential should be scoped to a service, not ''.");
+  if (!options.service.empty() && scope.service != options.service)
+    invalid("Credential should be scoped to correct service: '" + options.service + "'.");
   if (scope.date != amz_date.substr(0, 8))
     invalid("Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '" + scope.date +
             "' != '" + amz_date.substr(0, 8) + "', from '" + amz_date + "'.");
@@ -452,7 +456,16 @@ Verified verify(const Request& request, const SecretLookup& secret_for, std::chr
   // unless the caller accepts UNSIGNED-PAYLOAD for this request.
   std::optional<std::string> content_sha = request.header("x-amz-content-sha256");
   bool unsigned_ok = allow_unsigned_payload && content_sha && trim(*content_sha) == kUnsignedPayload;
-  std::string body_hash = unsigned_ok ? std::string(kUnsignedPayload) : sha256_hex(request.body);
+  if (options.headers_only && !unsigned_ok) {
+    bool hex64 = content_sha && trim(*content_sha).size() == 64 &&
+                 trim(*content_sha).find_first_not_of("0123456789abcdefABCDEF") == std::string_view::npos;
+    if (!hex64)
+      invalid("this request must carry the SHA-256 of its body in x-amz-content-sha256 (the server authenticates it "
+              "before reading the body)");
+  }
+  std::string body_hash = unsigned_ok ? std::string(kUnsignedPayload)
+                          : options.headers_only ? lower(trim(*content_sha))
+                                                 : sha256_hex(request.body);
   std::string payload_hash = content_sha ? std::string(trim(*content_sha)) : body_hash;
 
   std::string expected =
@@ -468,7 +481,14 @@ Verified verify(const Request& request, const SecretLookup& secret_for, std::chr
               "' is not accepted: this server authenticates request bodies, so the payload must be signed.");
     invalid("The provided 'x-amz-content-sha256' header does not match what was computed.");
   }
-  return Verified{access_key_id, scope.region, scope.service};
+  return Verified{access_key_id, scope.region, scope.service, unsigned_ok ? std::string(kUnsignedPayload) : lower(payload_hash)};
+}
+
+bool body_matches(const Verified& verified, std::string_view body) {
+  if (verified.payload_sha256 == kUnsignedPayload) return true;
+  std::string computed = sha256_hex(body);
+  return computed.size() == verified.payload_sha256.size() &&
+         CRYPTO_memcmp(computed.data(), verified.payload_sha256.data(), computed.size()) == 0;
 }
 
 }  // namespace ferry::auth

@@ -65,6 +65,7 @@ struct Verified {
   std::string access_key_id;
   std::string region;
   std::string service;
+  std::string payload_sha256;  // lower-case hex as signed, or "UNSIGNED-PAYLOAD"
 };
 
 // Returns the secret of an access key id, or nullopt if unknown.
@@ -73,10 +74,25 @@ using SecretLookup = std::function<std::optional<std::string>(const std::string&
 // The x-amz-content-sha256 value of a body that is not hashed into the signature.
 inline constexpr const char* kUnsignedPayload = "UNSIGNED-PAYLOAD";
 
-// Throws AuthError as listed above. With allow_unsigned_payload, a request marked UNSIGNED-PAYLOAD is accepted
-// without hashing its body: only for bodies that authenticate themselves (ferry's sealed packs), as S3 allows.
+struct VerifyOptions {
+  std::chrono::seconds max_skew = std::chrono::minutes(15);
+  // A request marked UNSIGNED-PAYLOAD is accepted without hashing its body: only for bodies that authenticate
+  // themselves (ferry's sealed packs), as S3 allows.
+  bool allow_unsigned_payload = false;
+  // Verifies the headers alone, before the body is read: the request must carry the hex SHA-256 of its body in
+  // x-amz-content-sha256 (or UNSIGNED-PAYLOAD where allowed), which the signature covers; request.body is ignored
+  // and the caller must compare the body it then reads with Verified::payload_sha256 (body_matches()).
+  bool headers_only = false;
+  // The service the credential scope must name ("sms", "ferry-connector"); empty accepts any.
+  std::string service;
+};
+
+// Throws AuthError as listed above.
 Verified verify(const Request& request, const SecretLookup& secret_for, std::chrono::system_clock::time_point now,
-                std::chrono::seconds max_skew = std::chrono::minutes(15), bool allow_unsigned_payload = false);
+                const VerifyOptions& options = {});
+
+// After verify(..., headers_only): whether `body` is what the signature covered (always true for UNSIGNED-PAYLOAD).
+bool body_matches(const Verified& verified, std::string_view body);
 
 // Lower-case hex SHA-256 of data (also used for token hashes).
 std::string sha256_hex(std::string_view data);

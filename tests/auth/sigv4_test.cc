@@ -204,6 +204,24 @@ Request suite_request(const SuiteCase& c, const std::string& signature) {
 // ---------------------------------------------------------------------------------------------------------------
 // Published vectors
 
+
+VerifyOptions unsigned_payload_ok() {
+  VerifyOptions o;
+  o.allow_unsigned_payload = true;
+  return o;
+}
+VerifyOptions skew(std::chrono::seconds max_skew) {
+  VerifyOptions o;
+  o.max_skew = max_skew;
+  return o;
+}
+VerifyOptions headers_only(const std::string& service) {
+  VerifyOptions o;
+  o.headers_only = true;
+  o.service = service;
+  return o;
+}
+
 TEST(SigV4, VerifiesEveryNormalizedCaseOfTheAwsTestSuite) {
   for (const auto& c : suite()) {
     SCOPED_TRACE(c.name);
@@ -564,7 +582,7 @@ TEST(SigV4, RequestSixteenMinutesAheadIsNotYetCurrent) {
 TEST(SigV4, SkewLimitIsTheCallersChoice) {
   SignedCall call;
   AuthError e =
-      auth_error([&] { verify(call.request, only(kSuite), at("20261125T003600Z"), std::chrono::minutes(5)); });
+      auth_error([&] { verify(call.request, only(kSuite), at("20261125T003600Z"), skew(std::chrono::minutes(5))); });
   EXPECT_EQ(std::string(e.what()),
             "Signature expired: 20261125T003000Z is now earlier than 20261125T003100Z (20261125T003600Z - 5 min.)");
 }
@@ -774,12 +792,12 @@ TEST(SigV4, UnsignedPayloadIsAcceptedOnlyWhereAllowed) {
   sign(r, creds, "us-east-1", "ferry-connector", now);
   EXPECT_EQ(*r.header("x-amz-content-sha256"), kUnsignedPayload);
   auto secret = only(creds);
-  EXPECT_EQ(verify(r, secret, now, std::chrono::minutes(15), true).access_key_id, "AKIDEXAMPLE");
+  EXPECT_EQ(verify(r, secret, now, unsigned_payload_ok()).access_key_id, "AKIDEXAMPLE");
   AuthError refused = auth_error([&] { verify(r, secret, now); });  // not allowed by default
   EXPECT_NE(std::string(refused.what()).find("'UNSIGNED-PAYLOAD' is not accepted"), std::string::npos) << refused.what();
   Request moved = r;
   moved.path = "/connector/v1/runs/sms-run-2/packs/ab";  // the path stays signed
-  AuthError e = auth_error([&] { verify(moved, secret, now, std::chrono::minutes(15), true); });
+  AuthError e = auth_error([&] { verify(moved, secret, now, unsigned_payload_ok()); });
   EXPECT_EQ(e.code(), "InvalidSignatureException");
 
   // Allowing UNSIGNED-PAYLOAD does not relax a request that signs its body's hash: a changed body is refused.
@@ -789,11 +807,39 @@ TEST(SigV4, UnsignedPayloadIsAcceptedOnlyWhereAllowed) {
   hashed.headers = {{"Host", "127.0.0.1:8443"}};
   hashed.body = body;
   sign(hashed, creds, "us-east-1", "ferry-connector", now);
-  EXPECT_EQ(verify(hashed, secret, now, std::chrono::minutes(15), true).access_key_id, "AKIDEXAMPLE");
+  EXPECT_EQ(verify(hashed, secret, now, unsigned_payload_ok()).access_key_id, "AKIDEXAMPLE");
   std::string tampered = body;
   tampered[12345] = 'q';
   hashed.body = tampered;
-  EXPECT_THROW(verify(hashed, secret, now, std::chrono::minutes(15), true), AuthError);
+  EXPECT_THROW(verify(hashed, secret, now, unsigned_payload_ok()), AuthError);
 }
 
 }  // namespace
+
+// headers_only: the signature is checked before the body is read, against the hash the client claims; the body
+// read afterwards must match it.
+TEST(SigV4, HeadersOnlyVerifiesTheClaimedHashThenTheBody) {
+  Credentials creds{"AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"};
+  auto now = std::chrono::system_clock::now();
+  Request r;
+  r.method = "PUT";
+  r.path = "/connector/v1/runs/r/packs/p";
+  r.headers = {{"Host", "127.0.0.1:8443"}};
+  std::string body = "the body";
+  r.body = body;
+  sign(r, creds, "us-east-1", "ferry-connector", now);
+  SecretLookup secret = [&](const std::string&) -> std::optional<std::string> { return creds.secret_access_key; };
+  Request headers = r;
+  headers.body = {};
+  Verified v = verify(headers, secret, now, headers_only("ferry-connector"));
+  EXPECT_TRUE(body_matches(v, body));
+  EXPECT_FALSE(body_matches(v, "another body"));
+  // The wrong service in the credential scope is refused.
+  AuthError e = auth_error([&] { verify(headers, secret, now, headers_only("sms")); });
+  EXPECT_EQ(e.code(), "InvalidSignatureException");
+  EXPECT_NE(std::string(e.what()).find("'sms'"), std::string::npos);
+  // Without a claimed hash there is nothing to check the headers against.
+  Request bare = headers;
+  std::erase_if(bare.headers, [](auto& h) { return h.first == "X-Amz-Content-Sha256"; });
+  EXPECT_THROW(verify(bare, secret, now, headers_only("")), AuthError);
+}
