@@ -142,7 +142,7 @@ start_service() {
   local dir=$1; shift
   rm -rf "$dir"; mkdir -p "$dir"
   "$FERRY" server init --data "$dir/data" --json >"$dir/init.json" 2>"$dir/init.err" || { cat "$dir/init.err" >&2; die "server init failed"; }
-  "$FERRY" server --data "$dir/data" --listen 127.0.0.1:0 --address-file "$dir/address" --log-json "$@" >"$dir/server.log" 2>&1 &
+  "$FERRY" server --data "$dir/data" --listen 127.0.0.1:0 --address-file "$dir/address" --export-dir "$dir" --log-json "$@" >"$dir/server.log" 2>&1 &
   SERVER_PID=$!
   local i
   for i in $(seq 1 300); do [ -s "$dir/address" ] && break; kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.05; done

@@ -90,9 +90,9 @@ step "2. Create the server's data directory and an admin profile; start the serv
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 URL=http://127.0.0.1:$PORT
 show ferry server init --data "$OUT/server" --listen "127.0.0.1:$PORT" --save-profile demo --endpoint "$URL"
-echo_cmd "ferry server --data $OUT/server --listen 127.0.0.1:$PORT --address-file $OUT/server.url &> $OUT/server.log &"
+echo_cmd "ferry server --data $OUT/server --listen 127.0.0.1:$PORT --export-dir $OUT/exports --address-file $OUT/server.url &> $OUT/server.log &"
 # Started as the binary, not through the function, so that $! is the server itself (the EXIT trap stops it).
-"$FERRY" server --data "$OUT/server" --listen "127.0.0.1:$PORT" --address-file "$OUT/server.url" >"$OUT/server.log" 2>&1 &
+"$FERRY" server --data "$OUT/server" --listen "127.0.0.1:$PORT" --export-dir "$OUT/exports" --address-file "$OUT/server.url" >"$OUT/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 100); do
   [ -s "$OUT/server.url" ] && break
@@ -170,11 +170,11 @@ fi
 step "8. Images; export the newest of web01 (and a disk of db01) and compare them with the source disks"
 show ferry images list
 IMAGE=$(ferry jobs show "${JOB[web01]}" --json | json 'd["latestAmiId"]')
-show ferry images export "$IMAGE" -f qcow2 -o "$OUT/exports/web01.qcow2"
+show ferry images export "$IMAGE" -f qcow2 -o web01.qcow2   # inside the server's --export-dir
 show qemu-img compare -f vmdk -F qcow2 "$DISK" "$OUT/exports/web01.qcow2" || die "$OUT/exports/web01.qcow2 differs from $DISK"
 echo "identical"
 IMAGE=$(ferry jobs show "${JOB[db01]}" --json | json 'd["latestAmiId"]')
-show ferry images export "$IMAGE" --disk vdb -f vmdk -o "$OUT/exports/db01-vdb.vmdk"
+show ferry images export "$IMAGE" --disk vdb -f vmdk -o db01-vdb.vmdk
 SRC=$OUT/inventory/libvirt/images/db01-data.qcow2
 show qemu-img compare -f qcow2 -F vmdk "$SRC" "$OUT/exports/db01-vdb.vmdk" || die "$OUT/exports/db01-vdb.vmdk differs from $SRC"
 echo "identical"

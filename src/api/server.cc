@@ -3,6 +3,7 @@
 #include "api/server.h"
 
 #include <algorithm>
+#include <cstring>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -80,6 +81,7 @@ constexpr size_t kApiBody = size_t{16} << 20;           // SMS and ferry JSON op
 constexpr size_t kSmallBody = size_t{1} << 20;          // connector calls with small JSON bodies
 constexpr size_t kInventoryBody = size_t{256} << 20;    // an inventory report (~1 KB per VM)
 constexpr size_t kRegisterBody = size_t{64} << 10;      // registration, the one unsigned call
+constexpr size_t kLookupBody = service::Service::kMaxLookupIds * 32;  // a chunk lookup
 
 // Page-aligned buffers for pack bodies, reused across uploads: there are about as many as uploads run at once,
 // instead of one per HTTP thread. A buffer much larger than what is asked for is not handed out (a rare huge pack
@@ -225,7 +227,7 @@ struct HttpServer::Impl {
   // from its headers before any memory is given to its body; a signed body is checked once read. The body goes into
   // a pooled page-aligned buffer (`pooled`, for packs) or a string.
   void object_route(const std::string& pattern, const std::string& what,
-                    std::function<void(const std::string&, const http::Request&, std::string_view)> fn, bool pooled = false) {
+                    std::function<void(const std::string&, const http::Request&, char*, size_t)> fn, bool pooled = false) {
     auto handler = [this, what, fn, pooled](const http::Request& req, http::Response& res, const http::BodyReader& read) {
       uint64_t length = req.content_length;  // at most kMaxPack: larger bodies got 413
       std::optional<catalog::AccessKey> key;
@@ -246,7 +248,7 @@ struct HttpServer::Impl {
       std::string_view body(dst, length);
       if (!unsigned_payload && !(key = authenticate(req, res, "connector", body, true))) return;
       guarded(res, "PUT " + what, [&] {
-        fn(key->connector_id, req, body);
+        fn(key->connector_id, req, dst, length);
         res.set_content("{}", "application/json");
       });
     };
@@ -256,7 +258,21 @@ struct HttpServer::Impl {
   static json body_json(const http::Request& req) { return req.body.empty() ? json::object() : json::parse(req.body); }
 
   void routes() {
-    http->route("GET", "/health", [](const http::Request&, http::Response& res) { res.set_content("ok\n", "text/plain"); });
+    // "ok", or "degraded" and one line per problem an operator must act on (a full store, an unusable store). Always
+    // 200: the process is up and serving; the body says what needs attention.
+    http->route("GET", "/health", [this](const http::Request&, http::Response& res) {
+      std::string body = "ok\n";
+      try {
+        auto problems = svc.problems();
+        if (!problems.empty()) {
+          body = "degraded\n";
+          for (auto& p : problems) body += p + "\n";
+        }
+      } catch (const std::exception& e) {
+        body = std::string("degraded\n") + e.what() + "\n";
+      }
+      res.set_content(body, "text/plain");
+    });
     http->route("POST", "/", [this](const http::Request& req, http::Response& res) { json_api(req, res); }, kApiBody);
 
     http->route("POST", "/connector/v1/register", [this](const http::Request& req, http::Response& res) {
@@ -299,36 +315,35 @@ struct HttpServer::Impl {
                   {"jobId", t.job_id},
                   {"server", server},
                   {"store", t.store},
-                  {"storeConfig",
-                   {{"id", c.id}, {"chunkSize", c.chunk_size}, {"packSize", c.pack_size}, {"zstdLevel", c.zstd_level}, {"encrypted", c.encrypted}, {"keyId", c.key_id}}},
-                  {"dataKeys", to_hex(t.data_keys)},
+                  {"storeConfig", {{"id", c.id}, {"chunkSize", c.chunk_size}, {"packSize", c.pack_size}, {"zstdLevel", c.zstd_level}}},
+                  {"idKey", to_hex(t.id_key)},
                   {"completed", completed},
                   {"parents", parents}};
       res.set_content(out.dump(), "application/json");
     });
-    connector_route("GET", R"(/connector/v1/stores/([\w.-]+)/chunks)", [this](const std::string& cid, const http::Request& req, http::Response& res) {
-      auto ids = svc.known_chunks(cid, req.matches[1]);
-      std::string out;
-      out.reserve(ids.size() * 32);
-      for (auto& id : ids) out.append(reinterpret_cast<const char*>(id.bytes.data()), 32);
-      res.set_content(std::move(out), "application/octet-stream");
+    connector_route("GET", R"(/connector/v1/runs/([\w-]+)/parents/([0-9a-f]+))", [this](const std::string& cid, const http::Request& req, http::Response& res) {
+      res.set_content(svc.parent_snapshot(cid, req.matches[1], req.matches[2]), "application/octet-stream");
     });
-    connector_route("GET", R"(/connector/v1/stores/([\w.-]+)/snapshots/([0-9a-f]+))",
-                    [this](const std::string& cid, const http::Request& req, http::Response& res) {
-                      res.set_content(svc.snapshot_object(cid, req.matches[1], req.matches[2]), "application/octet-stream");
-                    });
+    // Which of the chunk ids in the body (32 bytes each) the run's store lacks: one bit per id, lowest bit first.
+    connector_route("POST", R"(/connector/v1/runs/([\w-]+)/lookup)", [this](const std::string& cid, const http::Request& req, http::Response& res) {
+      if (req.body.size() % 32) throw OperationError("InvalidParameterException", "a lookup body is chunk ids of 32 bytes each");
+      std::vector<store::ChunkId> ids(req.body.size() / 32);
+      for (size_t i = 0; i < ids.size(); i++) std::memcpy(ids[i].bytes.data(), req.body.data() + 32 * i, 32);
+      auto lacking = svc.lookup_chunks(cid, req.matches[1], ids);
+      std::string bits((lacking.size() + 7) / 8, '\0');
+      for (size_t i = 0; i < lacking.size(); i++)
+        if (lacking[i]) bits[i / 8] = static_cast<char>(bits[i / 8] | (1 << (i % 8)));
+      res.set_content(std::move(bits), "application/octet-stream");
+    }, kLookupBody);
     // Packs: the body goes from the socket straight into a page-aligned buffer sized from Content-Length and taken
     // from a pool (large reads, no copy; aligned memory lets the store write it with O_DIRECT, without another copy).
-    object_route(R"(/connector/v1/runs/([\w-]+)/packs/([0-9a-f]+))", "pack", [this](const std::string& cid, const http::Request& req, std::string_view body) {
-      svc.receive_pack(cid, req.matches[1], req.matches[2], body);
+    object_route(R"(/connector/v1/runs/([\w-]+)/packs/([0-9a-f]+))", "pack", [this](const std::string& cid, const http::Request& req, char* data, size_t size) {
+      svc.receive_pack(cid, req.matches[1], req.matches[2], data, size);
     }, true);
-    object_route(R"(/connector/v1/runs/([\w-]+)/indexes/([0-9a-f]+))", "index", [this](const std::string& cid, const http::Request& req, std::string_view body) {
-      svc.receive_index(cid, req.matches[1], req.matches[2], body);
-    });
-    object_route(R"(/connector/v1/runs/([\w-]+)/snapshots/([0-9a-f]+))", "snapshot", [this](const std::string& cid, const http::Request& req, std::string_view body) {
+    object_route(R"(/connector/v1/runs/([\w-]+)/snapshots/([0-9a-f]+))", "snapshot", [this](const std::string& cid, const http::Request& req, char* data, size_t size) {
       std::string disk = req.header("X-Ferry-Disk");
       if (disk.empty()) throw OperationError("MissingRequiredParameterException", "header X-Ferry-Disk is required");
-      svc.receive_snapshot(cid, req.matches[1], disk, req.matches[2], body);
+      svc.receive_snapshot(cid, req.matches[1], disk, req.matches[2], std::string_view(data, size));
     });
     connector_route("POST", R"(/connector/v1/runs/([\w-]+)/progress)", [this](const std::string& cid, const http::Request& req, http::Response& res) {
       json in = body_json(req);
@@ -337,7 +352,6 @@ struct HttpServer::Impl {
       p.percent = in.value("percent", 0);
       p.bytes_total = in.value("bytesTotal", uint64_t{0});
       p.bytes_done = in.value("bytesDone", uint64_t{0});
-      p.bytes_uploaded = in.value("bytesUploaded", uint64_t{0});
       bool go_on = svc.run_progress(cid, req.matches[1], p);
       res.set_content(json{{"continue", go_on}}.dump(), "application/json");
     });

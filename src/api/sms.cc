@@ -264,7 +264,7 @@ json create_registration_token(Service& svc, const json& in) {
   expect_object(in);
   int64_t hours = opt_int(in, "validHours").value_or(24);
   if (hours < 1 || hours > 24 * 30) invalid("validHours must be between 1 and 720");
-  std::string token = svc.create_registration_token(std::chrono::hours(hours));
+  std::string token = svc.create_registration_token(std::chrono::hours(hours), opt_string(in, "trustDomain").value_or(""));
   return {{"registrationToken", token}, {"expiresOn", now_seconds() + hours * 3600}};
 }
 
@@ -279,15 +279,56 @@ json list_images(Service& svc, const json& in) {
 
 json export_image(Service& svc, const json& in) {
   expect_object(in);
+  // A name inside the server's export directory (--export-dir): relative, or absolute below it.
   std::string out = req_string(in, "outputPath");
-  if (out.front() != '/') invalid("outputPath must be an absolute path on the server");
-  svc.export_image(req_string(in, "imageId"), opt_string(in, "diskName").value_or(""), opt_string(in, "format").value_or("raw"), out);
-  return {{"outputPath", out}};
+  std::string written = svc.export_image(req_string(in, "imageId"), opt_string(in, "diskName").value_or(""), opt_string(in, "format").value_or("raw"), out);
+  return {{"outputPath", written}};
 }
 
 json delete_image(Service& svc, const json& in) {
   expect_object(in);
   svc.delete_image(req_string(in, "imageId"));
+  return json::object();
+}
+
+json store_json(const Service::StoreInfo& s) {
+  json j = {{"name", s.name},          {"repositoryId", s.repository_id}, {"encrypted", s.encrypted}, {"keyId", s.key_id},
+            {"dataKeys", s.data_keys}, {"chunks", s.chunks},              {"images", s.images},       {"freeBytes", s.fs_free},
+            {"sizeBytes", s.fs_size},  {"reserveBytes", s.reserve},       {"activeRuns", s.active_runs}};
+  if (!s.full.empty()) j["full"] = s.full;
+  if (!s.error.empty()) j["error"] = s.error;
+  return j;
+}
+
+json list_stores(Service& svc, const json& in) {
+  expect_object(in);
+  json list = json::array();
+  for (auto& s : svc.stores()) list.push_back(store_json(s));
+  return {{"storeList", list}};
+}
+
+json prune_store(Service& svc, const json& in) {
+  expect_object(in);
+  auto r = svc.prune_store(req_string(in, "store"));
+  return {{"snapshots", r.snapshots},         {"packsDeleted", r.packs_deleted}, {"packsRewritten", r.packs_rewritten},
+          {"chunksRemoved", r.chunks_removed}, {"bytesBefore", r.bytes_before},   {"bytesAfter", r.bytes_after}};
+}
+
+json check_store(Service& svc, const json& in) {
+  expect_object(in);
+  auto r = svc.check_store(req_string(in, "store"), opt_bool(in, "readData").value_or(false));
+  json damaged = json::object();
+  for (auto& [chunk, snaps] : r.damaged_chunks) damaged[chunk] = snaps;
+  return {{"ok", r.ok()},         {"errors", r.errors},       {"notes", r.notes},         {"damagedChunks", damaged},
+          {"packs", r.packs},     {"chunks", r.chunks},       {"snapshots", r.snapshots}, {"bytesRead", r.bytes_read}};
+}
+
+json rotate_store_keys(Service& svc, const json& in) {
+  expect_object(in);
+  std::string store = req_string(in, "store");
+  svc.rotate_store_keys(store, opt_bool(in, "newDataKey").value_or(true), opt_string(in, "masterKeyId").value_or(""));
+  for (auto& s : svc.stores())
+    if (s.name == store) return store_json(s);
   return json::object();
 }
 
@@ -374,6 +415,10 @@ const std::map<std::string, Operation>& operations() {
     own("ListImages", list_images);
     own("ExportImage", export_image);
     own("DeleteImage", delete_image);
+    own("ListStores", list_stores);
+    own("PruneStore", prune_store);
+    own("CheckStore", check_store);
+    own("RotateStoreKeys", rotate_store_keys);
     return m;
   }();
   return ops;

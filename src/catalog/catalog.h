@@ -45,6 +45,9 @@ struct Connector {
   Time associated_on = 0;
   Time last_heartbeat = 0;
   bool disassociated = false;
+  // The trust domain its registration token named ("" = the shared one): its servers are replicated into stores of
+  // that domain only, so tenants that must not share deduplication don't. Set at registration, never changed.
+  std::string domain;
   // Inventory handshake: the server bumps `inventory_requested`; the connector reports with the generation it answered.
   int64_t inventory_requested = 0;
   int64_t inventory_reported = 0;
@@ -138,6 +141,17 @@ struct Image {
   Time created = 0;
 };
 
+// A store the server keeps (DATA/stores/<name>): what it must still be when it is opened again, so a store whose
+// config or key file was swapped is refused instead of served.
+struct StoreRecord {
+  std::string name;
+  std::string repository_id;
+  bool encrypted = false;
+  std::string key_id;           // master key id
+  std::string key_file_sha256;  // of keys/data as the server last wrote or accepted it
+  Time created = 0;
+};
+
 template <class T>
 struct Page {
   std::vector<T> items;
@@ -165,10 +179,10 @@ class Catalog {
   virtual std::optional<AccessKey> find_access_key(const std::string& id) = 0;
   virtual void remove_access_keys_of(const std::string& connector_id) = 0;
 
-  // One-time registration tokens, stored as SHA-256 hex of the token.
-  virtual void add_registration_token(const std::string& token_sha256, Time expires) = 0;
-  // Marks the token used; false if unknown, used or expired.
-  virtual bool consume_registration_token(const std::string& token_sha256, Time now) = 0;
+  // One-time registration tokens, stored as SHA-256 hex of the token, with the trust domain the connector gets.
+  virtual void add_registration_token(const std::string& token_sha256, Time expires, const std::string& domain = "") = 0;
+  // Marks the token used and returns its domain; nullopt if unknown, used or expired.
+  virtual std::optional<std::string> consume_registration_token(const std::string& token_sha256, Time now) = 0;
 
   // Connectors.
   virtual void put_connector(const Connector& c) = 0;  // insert or replace by id
@@ -210,6 +224,8 @@ class Catalog {
   virtual std::optional<ReplicationRun> get_run(const std::string& id) = 0;
   virtual Page<ReplicationRun> list_runs(const std::string& job_id, const PageRequest& page) = 0;  // newest first
   virtual void update_run(const ReplicationRun& run) = 0;
+  // Adds to a run's bytes_uploaded in one statement (what the server received for it, resends included).
+  virtual void add_run_bytes_uploaded(const std::string& run_id, uint64_t bytes) = 0;
   // PENDING or ACTIVE runs, oldest first; with a connector id, only runs of servers that connector reports.
   virtual std::vector<ReplicationRun> open_runs(const std::string& connector_id = "") = 0;
 
@@ -220,6 +236,15 @@ class Catalog {
   virtual std::vector<Image> images_of_job(const std::string& job_id) = 0;
   virtual Page<Image> list_images(const PageRequest& page) = 0;
   virtual void delete_image(const std::string& id) = 0;
+
+  // Stores.
+  virtual std::optional<StoreRecord> get_store(const std::string& name) = 0;
+  virtual void put_store(const StoreRecord& record) = 0;  // insert or replace by name
+  // Snapshot ownership: the job whose run committed a snapshot. claim_snapshot records `job_id` as the owner of
+  // (store, snapshot id) and returns true, or returns false if another job owns it (a connector naming someone
+  // else's snapshot). release_snapshot forgets it (the snapshot was deleted).
+  virtual bool claim_snapshot(const std::string& store, const std::string& snapshot_id, const std::string& job_id, Time now) = 0;
+  virtual void release_snapshot(const std::string& store, const std::string& snapshot_id) = 0;
 
   // Runs fn in one transaction (nested calls join it). Throwing rolls it back.
   virtual void transaction(const std::function<void()>& fn) = 0;

@@ -11,8 +11,10 @@
 #include <unordered_map>
 #include <utility>
 
+#include <fcntl.h>
 #include <nlohmann/json.hpp>
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include "catalog/catalog.h"
 #include "catalog/catalog_internal.h"
@@ -155,6 +157,26 @@ CREATE TABLE catalog_state (
   modified INTEGER NOT NULL
 );
 INSERT INTO catalog_state (id, status, modified) VALUES (1, 'NOT_IMPORTED', 0);
+)sql",
+    // 2: trust domains, store records, snapshot owners.
+    R"sql(
+ALTER TABLE registration_tokens ADD COLUMN domain TEXT NOT NULL DEFAULT '';
+ALTER TABLE connectors ADD COLUMN domain TEXT NOT NULL DEFAULT '';
+CREATE TABLE stores (
+  name            TEXT PRIMARY KEY,
+  repository_id   TEXT NOT NULL,
+  encrypted       INTEGER NOT NULL,
+  key_id          TEXT NOT NULL,
+  key_file_sha256 TEXT NOT NULL,
+  created         INTEGER NOT NULL
+);
+CREATE TABLE snapshot_owners (
+  store       TEXT NOT NULL,
+  snapshot_id TEXT NOT NULL,
+  job_id      TEXT NOT NULL,
+  created     INTEGER NOT NULL,
+  PRIMARY KEY (store, snapshot_id)
+);
 )sql",
 };
 
@@ -313,7 +335,7 @@ AccessKey access_key_from(const Stmt& s) {
 
 const std::string kConnectorColumns =
     "id, name, version, capabilities, ip_address, mac_address, vm_manager_type, vm_manager_name, vm_manager_id, "
-    "associated_on, last_heartbeat, disassociated, inventory_requested, inventory_reported";
+    "associated_on, last_heartbeat, disassociated, inventory_requested, inventory_reported, domain";
 
 Connector connector_from(const Stmt& s) {
   Connector c;
@@ -331,6 +353,7 @@ Connector connector_from(const Stmt& s) {
   c.disassociated = s.boolean(11);
   c.inventory_requested = s.int64(12);
   c.inventory_reported = s.int64(13);
+  c.domain = s.text(14);
   return c;
 }
 
@@ -520,6 +543,10 @@ class SqliteCatalog final : public Catalog {
   explicit SqliteCatalog(const std::filesystem::path& file) : file_(file) {
     if (!sqlite3_threadsafe())
       fail(ErrorKind::kUnsupported, "catalog '" + file.string() + "': libsqlite3 was built without thread support");
+    // The catalog holds secrets (access keys): a new one is created readable by its owner only, and SQLite gives its
+    // -wal and -shm files the same mode.
+    int fd = ::open(file_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0) ::close(fd);
     writer_ = std::make_unique<Connection>(file_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
     check_identity();
     configure_writer();
@@ -561,22 +588,26 @@ class SqliteCatalog final : public Catalog {
 
   // ---- Registration tokens ----
 
-  void add_registration_token(const std::string& token_sha256, Time expires) override {
+  void add_registration_token(const std::string& token_sha256, Time expires, const std::string& domain) override {
     require_id(token_sha256, "registration token");
     write([&](Connection& c) {
-      Stmt(c, "add registration token", "INSERT INTO registration_tokens (token_sha256, expires) VALUES (?, ?)")
-          .bind_all(token_sha256, expires)
+      Stmt(c, "add registration token", "INSERT INTO registration_tokens (token_sha256, expires, domain) VALUES (?, ?, ?)")
+          .bind_all(token_sha256, expires, domain)
           .run();
     });
   }
 
-  bool consume_registration_token(const std::string& token_sha256, Time now) override {
-    return write([&](Connection& c) {
+  std::optional<std::string> consume_registration_token(const std::string& token_sha256, Time now) override {
+    return write([&](Connection& c) -> std::optional<std::string> {
       // One statement: the check and the mark cannot be separated by another consumer.
-      return Stmt(c, "consume registration token",
-                  "UPDATE registration_tokens SET used = ?2 WHERE token_sha256 = ?1 AND used = 0 AND expires > ?2")
-                 .bind_all(token_sha256, now)
-                 .run() == 1;
+      Stmt s(c, "consume registration token",
+             "UPDATE registration_tokens SET used = ?2 WHERE token_sha256 = ?1 AND used = 0 AND expires > ?2 RETURNING domain");
+      s.bind_all(token_sha256, now);
+      if (!s.step()) return std::nullopt;
+      std::string domain = s.text(0);
+      while (s.step()) {
+      }
+      return domain;
     });
   }
 
@@ -588,7 +619,7 @@ class SqliteCatalog final : public Catalog {
       // An upsert, not INSERT OR REPLACE: REPLACE deletes the row first, which the servers' foreign key forbids.
       Stmt(c, "put connector " + x.id,
            "INSERT INTO connectors (" + kConnectorColumns +
-               ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+               ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
                "name = excluded.name, version = excluded.version, capabilities = excluded.capabilities, "
                "ip_address = excluded.ip_address, mac_address = excluded.mac_address, "
                "vm_manager_type = excluded.vm_manager_type, vm_manager_name = excluded.vm_manager_name, "
@@ -597,7 +628,7 @@ class SqliteCatalog final : public Catalog {
                "inventory_requested = excluded.inventory_requested, inventory_reported = excluded.inventory_reported")
           .bind_all(x.id, x.name, x.version, strings_to_json(x.capabilities), x.ip_address, x.mac_address,
                     x.vm_manager_type, x.vm_manager_name, x.vm_manager_id, x.associated_on, x.last_heartbeat,
-                    x.disassociated, x.inventory_requested, x.inventory_reported)
+                    x.disassociated, x.inventory_requested, x.inventory_reported, x.domain)
           .run();
     });
   }
@@ -965,6 +996,14 @@ class SqliteCatalog final : public Catalog {
     });
   }
 
+  void add_run_bytes_uploaded(const std::string& run_id, uint64_t bytes) override {
+    write([&](Connection& c) {
+      Stmt(c, "count bytes received for replication run " + run_id, "UPDATE replication_runs SET bytes_uploaded = bytes_uploaded + ? WHERE id = ?")
+          .bind_all(bytes, run_id)
+          .run();
+    });
+  }
+
   std::vector<ReplicationRun> open_runs(const std::string& connector_id) override {
     return read([&](Connection& c) {
       if (connector_id.empty()) {
@@ -1026,6 +1065,48 @@ class SqliteCatalog final : public Catalog {
     write([&](Connection& c) {
       if (Stmt(c, "delete image " + id, "DELETE FROM images WHERE id = ?").bind_all(id).run() == 0)
         fail(ErrorKind::kNotFound, "image " + id + " not found");
+    });
+  }
+
+  // ---- Stores and snapshot owners ----
+
+  std::optional<StoreRecord> get_store(const std::string& name) override {
+    return read([&](Connection& c) {
+      Stmt s(c, "get store " + name, "SELECT name, repository_id, encrypted, key_id, key_file_sha256, created FROM stores WHERE name = ?");
+      s.bind_all(name);
+      return one_row<StoreRecord>(s, [](const Stmt& r) {
+        return StoreRecord{r.text(0), r.text(1), r.boolean(2), r.text(3), r.text(4), r.int64(5)};
+      });
+    });
+  }
+
+  void put_store(const StoreRecord& x) override {
+    require_id(x.name, "store");
+    write([&](Connection& c) {
+      Stmt(c, "put store " + x.name,
+           "INSERT INTO stores (name, repository_id, encrypted, key_id, key_file_sha256, created) VALUES (?, ?, ?, ?, ?, ?) "
+           "ON CONFLICT(name) DO UPDATE SET repository_id = excluded.repository_id, encrypted = excluded.encrypted, "
+           "key_id = excluded.key_id, key_file_sha256 = excluded.key_file_sha256")
+          .bind_all(x.name, x.repository_id, x.encrypted, x.key_id, x.key_file_sha256, x.created)
+          .run();
+    });
+  }
+
+  bool claim_snapshot(const std::string& store, const std::string& snapshot_id, const std::string& job_id, Time now) override {
+    return write([&](Connection& c) {
+      Stmt(c, "claim snapshot " + snapshot_id,
+           "INSERT INTO snapshot_owners (store, snapshot_id, job_id, created) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
+          .bind_all(store, snapshot_id, job_id, now)
+          .run();
+      Stmt s(c, "find the owner of snapshot " + snapshot_id, "SELECT job_id FROM snapshot_owners WHERE store = ? AND snapshot_id = ?");
+      s.bind_all(store, snapshot_id);
+      return s.step() && s.text(0) == job_id;
+    });
+  }
+
+  void release_snapshot(const std::string& store, const std::string& snapshot_id) override {
+    write([&](Connection& c) {
+      Stmt(c, "forget snapshot " + snapshot_id, "DELETE FROM snapshot_owners WHERE store = ? AND snapshot_id = ?").bind_all(store, snapshot_id).run();
     });
   }
 

@@ -65,7 +65,8 @@ struct ServerArgs {
   int run_stall_timeout = 600;
   int pending_timeout = 3600;
   int max_failures = 3;
-  std::string verify = "authenticate";
+  std::string export_dir;
+  uint64_t store_min_free_mib = 0;
   std::string profile;  // init: also save the admin key as this profile
   std::string endpoint; // init: endpoint to save in the profile
   std::string ca_file;  // init: CA bundle to save in the profile
@@ -115,8 +116,9 @@ int server_run(const ServerArgs& a) {
   config.run_stall_timeout = std::chrono::seconds(a.run_stall_timeout);
   config.pending_timeout = std::chrono::seconds(a.pending_timeout);
   config.max_consecutive_failures = a.max_failures;
-  if (a.verify == "full") config.verify = store::Repository::Verify::kFull;
-  else if (a.verify != "authenticate") fail(ErrorKind::kInvalidArgument, "--verify-uploads must be 'authenticate' or 'full'");
+  config.export_dir = a.export_dir;
+  if (a.store_min_free_mib > (uint64_t{1} << 40)) fail(ErrorKind::kInvalidArgument, "--store-min-free is out of range");
+  config.store_min_free = a.store_min_free_mib << 20;
   service::Service svc(config);
   api::HttpServer http(svc, {a.listen, a.tls_cert, a.tls_key});
   std::string url = http.bind();
@@ -180,7 +182,9 @@ void add_service_commands(CLI::App& app, std::function<int()>& action) {
   s->add_option("--run-stall-timeout", server.run_stall_timeout, "Seconds an ACTIVE run may go without progress while its connector is unhealthy")->capture_default_str();
   s->add_option("--pending-timeout", server.pending_timeout, "Seconds a run may wait for a connector")->capture_default_str();
   s->add_option("--max-failures", server.max_failures, "Consecutive failed runs before a job is PAUSED_ON_FAILURE")->capture_default_str();
-  s->add_option("--verify-uploads", server.verify, "authenticate (every blob's GCM tag) or full (also decompress and rehash)")->capture_default_str();
+  s->add_option("--export-dir", server.export_dir, "ExportImage writes only below this directory (default DATA/exports)");
+  s->add_option("--store-min-free", server.store_min_free_mib,
+                "MiB a store's file system keeps free; runs into a store with less wait (default 2% of the file system, 16 MiB-1 GiB)");
   s->callback([s, &action] {
     if (s->get_subcommands().empty()) action = [] { return server_run(server); };
   });

@@ -10,7 +10,7 @@ void fail(ErrorKind kind, const std::string& message) { throw Error(kind, messag
 
 void fail_errno(const std::string& what) {
   int e = errno;
-  throw Error(ErrorKind::kIo, what + ": " + std::strerror(e));
+  throw Error(e == ENOSPC || e == EDQUOT ? ErrorKind::kNoSpace : ErrorKind::kIo, what + ": " + std::strerror(e));
 }
 
 const char* to_string(ErrorKind kind) {
@@ -24,6 +24,7 @@ const char* to_string(ErrorKind kind) {
     case ErrorKind::kExternal: return "external tool failed";
     case ErrorKind::kConflict: return "conflict";
     case ErrorKind::kUnauthorized: return "unauthorized";
+    case ErrorKind::kNoSpace: return "no space left";
   }
   return "error";
 }

@@ -17,6 +17,7 @@ enum class ErrorKind {
   kExternal,         // a helper program (qemu-img, qemu-nbd) failed
   kConflict,         // the request conflicts with current state (a job for that server exists, a run is in progress)
   kUnauthorized,     // the caller is not allowed to do this (bad credentials, wrong role)
+  kNoSpace,          // the file system is full (ENOSPC, EDQUOT): retrying will not help until space is freed
 };
 
 class Error : public std::runtime_error {
@@ -29,7 +30,7 @@ class Error : public std::runtime_error {
 };
 
 [[noreturn]] void fail(ErrorKind kind, const std::string& message);
-// Throws kIo with "<what>: <strerror(errno)>".
+// Throws kIo (kNoSpace for ENOSPC and EDQUOT) with "<what>: <strerror(errno)>".
 [[noreturn]] void fail_errno(const std::string& what);
 
 const char* to_string(ErrorKind kind);

@@ -1,4 +1,4 @@
-// FERRY_FAULT parsing and the kill.
+// FERRY_FAULT and FERRY_FAULT_THROW parsing, the kill and the throw.
 #include "common/fault.h"
 
 #include <signal.h>
@@ -8,28 +8,39 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 
 namespace ferry {
 
 namespace {
+
+struct Fault {
+  std::string name;
+  long count = 0;
+  std::atomic<long> hits{0};
+  void parse(const char* env) {
+    if (!env) return;
+    std::string spec = env;
+    auto colon = spec.find(':');
+    name = spec.substr(0, colon);
+    count = colon == std::string::npos ? 1 : std::atol(spec.c_str() + colon + 1);
+  }
+  bool fires(const char* point) { return !name.empty() && name == point && hits.fetch_add(1) + 1 == count; }
+};
+
 std::once_flag once;
-std::string fault_name;
-long fault_count = 0;
-std::atomic<long> hits{0};
+Fault kill_fault, throw_fault;
+
 }  // namespace
 
 void fault_point(const char* point) {
   std::call_once(once, [] {
-    const char* env = std::getenv("FERRY_FAULT");
-    if (!env) return;
-    std::string spec = env;
-    auto colon = spec.find(':');
-    fault_name = spec.substr(0, colon);
-    fault_count = colon == std::string::npos ? 1 : std::atol(spec.c_str() + colon + 1);
+    kill_fault.parse(std::getenv("FERRY_FAULT"));
+    throw_fault.parse(std::getenv("FERRY_FAULT_THROW"));
   });
-  if (fault_name.empty() || fault_name != point) return;
-  if (hits.fetch_add(1) + 1 == fault_count) ::kill(::getpid(), SIGKILL);
+  if (kill_fault.fires(point)) ::kill(::getpid(), SIGKILL);
+  if (throw_fault.fires(point)) throw std::logic_error(std::string("injected fault at ") + point);
 }
 
 }  // namespace ferry

@@ -23,6 +23,13 @@ File::File(const fs::path& path, int flags, int mode) : path_(path) {
   }
 }
 
+File File::adopt(int fd, fs::path path) {
+  File f;
+  f.fd_ = fd;
+  f.path_ = std::move(path);
+  return f;
+}
+
 File::~File() {
   if (fd_ >= 0) ::close(fd_);
 }
@@ -120,6 +127,20 @@ fs::path temp_name_for(const fs::path& final) {
 
 void rename_durable(const fs::path& tmp, const fs::path& final) {
   if (::rename(tmp.c_str(), final.c_str()) != 0) fail_errno("rename '" + tmp.string() + "' to '" + final.string() + "'");
+  fsync_dir(final.parent_path());
+}
+
+void rename_noreplace_durable(const fs::path& tmp, const fs::path& final) {
+  if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, final.c_str(), RENAME_NOREPLACE) != 0) {
+    if (errno == EEXIST) fail(ErrorKind::kConflict, "'" + final.string() + "' already exists; not overwriting it");
+    if (errno != EINVAL && errno != ENOSYS) fail_errno("rename '" + tmp.string() + "' to '" + final.string() + "'");
+    // A file system without RENAME_NOREPLACE: link() refuses an existing name just the same.
+    if (::link(tmp.c_str(), final.c_str()) != 0) {
+      if (errno == EEXIST) fail(ErrorKind::kConflict, "'" + final.string() + "' already exists; not overwriting it");
+      fail_errno("link '" + tmp.string() + "' to '" + final.string() + "'");
+    }
+    ::unlink(tmp.c_str());
+  }
   fsync_dir(final.parent_path());
 }
 

@@ -19,6 +19,8 @@ class File {
   File() = default;
   // flags as for open(2); throws kNotFound / kIo naming `path`.
   File(const fs::path& path, int flags, int mode = 0644);
+  // Takes ownership of an open descriptor (`path` names it in messages).
+  static File adopt(int fd, fs::path path);
   ~File();
   File(File&& o) noexcept : fd_(o.fd_), path_(std::move(o.path_)) { o.fd_ = -1; }
   File& operator=(File&& o) noexcept;
@@ -54,6 +56,8 @@ void fsync_dir(const fs::path& dir);
 
 // Moves `tmp` to `final` durably (fsync of the file is the caller's job).
 void rename_durable(const fs::path& tmp, const fs::path& final);
+// The same, but never replaces: if `final` exists (even if it appeared a moment ago), throws kConflict and leaves it.
+void rename_noreplace_durable(const fs::path& tmp, const fs::path& final);
 
 // A unique temporary name next to `final`: "<final>.tmp.<pid>.<random>".
 fs::path temp_name_for(const fs::path& final);

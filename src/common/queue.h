@@ -36,6 +36,16 @@ class BoundedQueue {
     return item;
   }
 
+  // Returns an item if one is waiting, without blocking.
+  std::optional<T> try_pop() {
+    std::unique_lock lock(mu_);
+    if (items_.empty()) return std::nullopt;
+    T item = std::move(items_.front());
+    items_.pop_front();
+    not_full_.notify_one();
+    return item;
+  }
+
   // No more pushes; consumers drain what is left.
   void close() {
     std::lock_guard lock(mu_);

@@ -2,9 +2,11 @@
 // backend uploads to the server.
 #include "connector/connector.h"
 
+#include <openssl/crypto.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <deque>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -14,6 +16,7 @@
 
 #include "auth/sigv4.h"
 #include "client/client.h"
+#include "common/fault.h"
 #include "common/fs.h"
 #include "common/hex.h"
 #include "common/log.h"
@@ -148,38 +151,31 @@ json inventory_report(const Config& c) {
   return servers;
 }
 
-// A store::Backend that is the server: packs, index files and snapshots written by the run's ChunkWriter and
-// replicate() are uploaded; the parent snapshot is downloaded. Nothing is removed: packs of a failed attempt stay
-// on the server, which indexes them, so the retry does not send them again.
+// A store::Backend that is the server: packs and snapshots written by the run's ChunkWriter and replicate() are
+// uploaded. Nothing is read or removed: the view knows its parents and asks the server about chunks itself, and
+// packs of a failed attempt stay on the server, which indexes them, so the retry does not send them again.
 class UploadBackend : public store::Backend {
  public:
-  UploadBackend(client::Client& client, std::string run_id, std::string store, std::map<std::string, std::string> parents,
-                size_t pack_size)
-      : client_(client), run_id_(std::move(run_id)), store_(std::move(store)), parents_(std::move(parents)), pack_size_(pack_size) {}
+  UploadBackend(client::Client& client, std::string run_id, size_t pack_size)
+      : client_(client), run_id_(std::move(run_id)), pack_size_(pack_size) {}
 
   void set_disk(const std::string& disk) {
     std::lock_guard lock(mu_);
     disk_ = disk;
   }
-  uint64_t uploaded() const { return uploaded_.load(); }
 
-  std::string location() const override { return client_.profile().endpoint + " store '" + store_ + "'"; }
+  std::string location() const override { return client_.profile().endpoint + " run " + run_id_; }
 
   void put(store::ObjectType type, const std::string& name, std::string_view data) override {
-    if (type == store::ObjectType::kIndex) {
-      // Sealed objects, like packs: sent unsigned (the server checks the seal), so no SigV4 body hash.
-      upload("/connector/v1/runs/" + run_id_ + "/indexes/" + name, std::string(data), {{"X-Amz-Content-Sha256", auth::kUnsignedPayload}});
-    } else if (type == store::ObjectType::kSnapshot) {
-      std::string disk;
-      {
-        std::lock_guard lock(mu_);
-        disk = disk_;
-      }
-      upload("/connector/v1/runs/" + run_id_ + "/snapshots/" + name, std::string(data),
-             {{"X-Ferry-Disk", disk}, {"X-Amz-Content-Sha256", auth::kUnsignedPayload}});
-    } else {
-      fail(ErrorKind::kUnsupported, std::string("a connector does not write ") + store::to_string(type) + " objects");
+    if (type != store::ObjectType::kSnapshot) fail(ErrorKind::kUnsupported, std::string("a connector does not write ") + store::to_string(type) + " objects");
+    std::string disk;
+    {
+      std::lock_guard lock(mu_);
+      disk = disk_;
     }
+    fault_point("connector-snapshot");
+    // A snapshot is plaintext the server checks against what it stored: its body is signed, unlike packs.
+    upload("/connector/v1/runs/" + run_id_ + "/snapshots/" + name, std::string(data), {{"X-Ferry-Disk", disk}});
   }
 
   class PackUpload : public store::ObjectWriter {
@@ -188,8 +184,10 @@ class UploadBackend : public store::Backend {
     ~PackUpload() override { b_.return_buffer(std::move(buf_)); }
     void append(std::string_view data) override { buf_.append(data); }
     uint64_t size() const override { return buf_.size(); }
-    // A pack authenticates itself (sealed trailer and blobs), so its body is not hashed into the signature.
+    // Every blob in a pack is checked by the server against its chunk id (which needs the id key to forge), so its
+    // body is not hashed into the signature.
     void commit(const std::string& name) override {
+      fault_point("connector-upload");
       b_.upload("/connector/v1/runs/" + b_.run_id_ + "/packs/" + name, buf_, {{"X-Amz-Content-Sha256", auth::kUnsignedPayload}});
     }
 
@@ -202,11 +200,8 @@ class UploadBackend : public store::Backend {
     return std::make_unique<PackUpload>(*this);
   }
 
-  std::string get(store::ObjectType type, const std::string& name) override {
-    if (type != store::ObjectType::kSnapshot) fail(ErrorKind::kUnsupported, "a connector reads only snapshots from the server");
-    auto r = client_.send("GET", "/connector/v1/stores/" + store_ + "/snapshots/" + name, "", "application/octet-stream");
-    client::throw_if_error(r);
-    return r.body;
+  std::string get(store::ObjectType, const std::string& name) override {
+    fail(ErrorKind::kUnsupported, "a connector cannot read '" + name + "' from the server");
   }
   void read_range(store::ObjectType, const std::string& name, uint64_t, size_t, char*) override {
     fail(ErrorKind::kUnsupported, "a connector cannot read '" + name + "' from the server");
@@ -214,20 +209,8 @@ class UploadBackend : public store::Backend {
   uint64_t size(store::ObjectType, const std::string& name) override {
     fail(ErrorKind::kUnsupported, "a connector cannot stat '" + name + "' on the server");
   }
-  bool exists(store::ObjectType type, const std::string& name) override {
-    if (type != store::ObjectType::kSnapshot) return false;
-    for (auto& [disk, id] : parents_)
-      if (id == name) return true;
-    return false;
-  }
-  // Only the parent of the disk being replicated is visible, which is all replicate() looks for.
-  std::vector<std::string> list(store::ObjectType type) override {
-    if (type != store::ObjectType::kSnapshot) return {};
-    std::lock_guard lock(mu_);
-    auto it = parents_.find(disk_);
-    if (it == parents_.end()) return {};
-    return {it->second};
-  }
+  bool exists(store::ObjectType, const std::string&) override { return false; }
+  std::vector<std::string> list(store::ObjectType) override { return {}; }
   void remove(store::ObjectType, const std::string&) override {}
   std::unique_ptr<Lock> lock(LockKind, const std::string&) override { return std::make_unique<Lock>(); }
 
@@ -254,18 +237,32 @@ class UploadBackend : public store::Backend {
   void upload(const std::string& path, const std::string& data, std::vector<std::pair<std::string, std::string>> headers) {
     auto r = client_.send("PUT", path, data, "application/octet-stream", headers);
     client::throw_if_error(r);
-    uploaded_ += data.size();
   }
 
   client::Client& client_;
-  std::string run_id_, store_;
-  std::map<std::string, std::string> parents_;  // disk name -> parent snapshot id
+  std::string run_id_;
   std::mutex mu_;
   std::string disk_;
-  std::atomic<uint64_t> uploaded_{0};
   size_t pack_size_;
   std::vector<std::string> spare_;  // guarded by mu_
 };
+
+// Asks the server which of `ids` the run's store lacks (POST runs/{run}/lookup: ids in, one bit per id out).
+std::vector<bool> lookup_chunks(client::Client& http, const std::string& run_id, const std::vector<store::ChunkId>& ids) {
+  std::vector<bool> out;
+  out.reserve(ids.size());
+  constexpr size_t kPerRequest = 8192;
+  for (size_t from = 0; from < ids.size(); from += kPerRequest) {
+    size_t n = std::min(kPerRequest, ids.size() - from);
+    std::string body(n * 32, '\0');
+    for (size_t i = 0; i < n; i++) std::memcpy(body.data() + 32 * i, ids[from + i].bytes.data(), 32);
+    auto r = http.send("POST", "/connector/v1/runs/" + run_id + "/lookup", body, "application/octet-stream");
+    client::throw_if_error(r);
+    if (r.body.size() != (n + 7) / 8) fail(ErrorKind::kCorrupt, "the server's chunk lookup answer has " + std::to_string(r.body.size()) + " bytes, expected " + std::to_string((n + 7) / 8));
+    for (size_t i = 0; i < n; i++) out.push_back((static_cast<uint8_t>(r.body[i / 8]) >> (i % 8)) & 1);
+  }
+  return out;
+}
 
 class Agent {
  public:
@@ -292,6 +289,8 @@ class Agent {
         }
       } catch (const std::exception& e) {
         spdlog::warn("heartbeat: {}", e.what());
+      } catch (...) {
+        spdlog::error("heartbeat: an unknown exception");
       }
       if (disassociated_) break;
       while (!stop_ && std::chrono::steady_clock::now() < next) std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -313,6 +312,7 @@ class Agent {
     }
     hb["inventoryReported"] = reported_;
     hb["waitMs"] = config_.poll_interval.count();
+    fault_point("connector-heartbeat");
     auto r = heartbeat_client_->send("POST", "/connector/v1/heartbeat", hb.dump(), "application/json");
     client::throw_if_error(r);
     json w = json::parse(r.body);
@@ -322,6 +322,7 @@ class Agent {
     }
     int64_t requested = w.value("inventoryRequested", int64_t{0});
     if (requested > reported_) {
+      fault_point("connector-inventory");
       json body = {{"generation", requested}, {"servers", inventory_report(config_)}};
       auto ir = client_->send("POST", "/connector/v1/inventory", body.dump(), "application/json");
       client::throw_if_error(ir);
@@ -330,7 +331,9 @@ class Agent {
     reap();
     for (auto& id : w.value("runs", std::vector<std::string>{})) {
       std::lock_guard lock(mu_);
-      if (workers_.count(id) || workers_.size() - finished_.size() >= config_.max_runs) continue;
+      // A run this connector just finished can still be in an answer computed before it ended: not again.
+      if (workers_.count(id) || std::find(done_.begin(), done_.end(), id) != done_.end()) continue;
+      if (workers_.size() - finished_.size() >= config_.max_runs) continue;
       workers_[id] = std::thread([this, id] {
         do_run(id);
         std::lock_guard l(mu_);
@@ -346,19 +349,23 @@ class Agent {
       for (auto& id : finished_) {
         done.push_back(std::move(workers_[id]));
         workers_.erase(id);
+        done_.push_back(id);
+        if (done_.size() > 256) done_.pop_front();
       }
       finished_.clear();
     }
     for (auto& t : done) t.join();
   }
 
+  // One run's guard: whatever happens in it, the connector and its other runs go on.
   void do_run(const std::string& run_id) {
     try {
       execute(run_id);
     } catch (const client::ApiError& e) {
-      // The server refused something about the run itself (deleted, no longer ACTIVE): nothing to report back.
+      // The server refused something about the run itself (deleted, failed, no longer ACTIVE, its store full): it
+      // already knows why, so there is nothing to report back.
       spdlog::error("run {}: {}", run_id, e.what());
-      if (e.type() != "OperationNotPermittedException") report_failure(run_id, e.what());
+      if (e.type() != "OperationNotPermittedException" && e.type() != "InsufficientStorageException") report_failure(run_id, e.what());
     } catch (const std::exception& e) {
       // Stopping (SIGTERM) leaves the run ACTIVE, as a crash would: the next start resumes it after the disks
       // already committed, instead of failing a run nobody asked to fail.
@@ -368,6 +375,9 @@ class Agent {
       }
       spdlog::error("run {} failed: {}", run_id, e.what());
       report_failure(run_id, e.what());
+    } catch (...) {
+      spdlog::error("run {} failed: an unknown exception", run_id);
+      report_failure(run_id, "the connector failed with an unknown exception");
     }
   }
 
@@ -381,36 +391,39 @@ class Agent {
   }
 
   void execute(const std::string& run_id) {
+    fault_point("connector-begin");
     auto r = client_->send("POST", "/connector/v1/runs/" + run_id + "/begin", "{}", "application/json");
     client::throw_if_error(r);
     json task = json::parse(r.body);
-    std::string store = task.at("store");
     json sc = task.at("storeConfig");
     store::RepositoryConfig config;
     config.id = sc.at("id");
     config.chunk_size = sc.at("chunkSize");
     config.pack_size = sc.at("packSize");
     config.zstd_level = sc.at("zstdLevel");
-    config.encrypted = sc.at("encrypted");
-    config.key_id = sc.at("keyId");
-    std::map<std::string, std::string> parents;
-    for (auto& p : task.at("parents")) parents[p.at("name")] = p.at("snapshotId");
+    std::map<std::string, std::string> parent_ids;
+    for (auto& p : task.at("parents")) parent_ids[p.at("name")] = p.at("snapshotId");
     std::set<std::string> completed;
     for (auto& d : task.at("completed")) completed.insert(d.at("name").get<std::string>());
     json server = task.at("server");
     std::string server_id = server.at("serverId");
 
-    auto backend = std::make_unique<UploadBackend>(*client_, run_id, store, parents, config.pack_size);
+    // The parents of the disks still to do, as chunk tables: what the last image holds need not be asked about.
+    std::vector<store::Snapshot> parents;
+    for (auto& [disk, snapshot_id] : parent_ids) {
+      if (completed.count(disk)) continue;
+      auto pr = client_->send("GET", "/connector/v1/runs/" + run_id + "/parents/" + snapshot_id, "", "application/octet-stream");
+      client::throw_if_error(pr);
+      parents.push_back(store::decode_snapshot_plaintext(pr.body, snapshot_id));
+    }
+    auto backend = std::make_unique<UploadBackend>(*client_, run_id, config.pack_size);
     UploadBackend* uploads = backend.get();
     client::Client* http = client_.get();
-    auto repo = store::Repository::open_view(std::move(backend), config, from_hex(task.at("dataKeys").get<std::string>()), [http, store] {
-      auto resp = http->send("GET", "/connector/v1/stores/" + store + "/chunks", "", "application/octet-stream");
-      client::throw_if_error(resp);
-      if (resp.body.size() % 32) fail(ErrorKind::kCorrupt, "the server's chunk list has a partial entry");
-      std::vector<store::ChunkId> ids(resp.body.size() / 32);
-      for (size_t i = 0; i < ids.size(); i++) std::memcpy(ids[i].bytes.data(), resp.body.data() + 32 * i, 32);
-      return ids;
-    });
+    std::string id_key = from_hex(task.at("idKey").get<std::string>());
+    auto repo = store::Repository::open_view(std::move(backend), config, id_key,
+                                             [http, run_id](const std::vector<store::ChunkId>& ids) { return lookup_chunks(*http, run_id, ids); },
+                                             std::move(parents));
+    OPENSSL_cleanse(id_key.data(), id_key.size());  // the view keeps its own copy, wiped with it
 
     std::vector<json> todo;
     uint64_t total = 0, skipped = 0;
@@ -436,7 +449,8 @@ class Agent {
       }
       uint64_t done = progress.done();
       int percent = total ? static_cast<int>(done * 100 / total) : 0;
-      json body = {{"stage", s}, {"percent", percent}, {"bytesTotal", total}, {"bytesDone", done}, {"bytesUploaded", uploads->uploaded()}};
+      json body = {{"stage", s}, {"percent", percent}, {"bytesTotal", total}, {"bytesDone", done}};
+      fault_point("connector-progress");
       auto pr = client_->send("POST", "/connector/v1/runs/" + run_id + "/progress", body.dump(), "application/json");
       client::throw_if_error(pr);
       if (!json::parse(pr.body).value("continue", true)) cancelled = true;
@@ -479,6 +493,7 @@ class Agent {
         // qcow2 on a block device would be read raw).
         disk::OpenOptions open;
         open.format = d.value("format", "");
+        fault_point("connector-disk");
         auto source = disk::open_source(path, open);
         replicate::Options options;
         options.name = server_id + "/" + name;
@@ -487,8 +502,8 @@ class Agent {
         // Stops mid-disk when the connector shuts down or the server says the run is over (the reporter sets it).
         options.cancel = &cancelled;
         auto result = replicate::replicate(*source, *repo, options);
-        spdlog::info("run {}: disk {} done: {} read, {} new, {} uploaded", run_id, name, human_bytes(result.snapshot.stats.bytes_read),
-                     human_bytes(result.snapshot.stats.bytes_new), human_bytes(uploads->uploaded()));
+        spdlog::info("run {}: disk {} done: {} read, {} new, {} stored", run_id, name, human_bytes(result.snapshot.stats.bytes_read),
+                     human_bytes(result.snapshot.stats.bytes_new), human_bytes(result.snapshot.stats.bytes_stored));
       } catch (const client::ApiError&) {
         throw;
       } catch (const std::exception& e) {
@@ -502,6 +517,7 @@ class Agent {
     reporting = false;
     if (reporter.joinable()) reporter.join();
     report();
+    fault_point("connector-complete");
     auto cr = client_->send("POST", "/connector/v1/runs/" + run_id + "/complete", "{}", "application/json");
     client::throw_if_error(cr);
     spdlog::info("run {} completed: image {}", run_id, json::parse(cr.body).value("imageId", ""));
@@ -516,6 +532,7 @@ class Agent {
   std::mutex mu_;
   std::map<std::string, std::thread> workers_;
   std::vector<std::string> finished_;
+  std::deque<std::string> done_;  // runs this connector finished lately
 };
 
 }  // namespace

@@ -49,7 +49,7 @@ std::unique_ptr<Source> open_mapped_source(const std::filesystem::path& path, co
 class FileSink : public Sink {
  public:
   explicit FileSink(const std::filesystem::path& path)
-      : path_(path), tmp_(temp_name_for(path)), file_(tmp_, O_WRONLY | O_CREAT | O_EXCL, 0644) {}
+      : path_(path), tmp_(temp_name_for(path)), file_(tmp_, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0644) {}
   ~FileSink() override {
     if (!done_) {
       file_ = File();
@@ -60,7 +60,7 @@ class FileSink : public Sink {
     finish_file();
     file_.sync();
     file_.close();
-    rename_durable(tmp_, path_);
+    rename_noreplace_durable(tmp_, path_);
     done_ = true;
   }
 

@@ -66,7 +66,7 @@ class NbdSink : public Sink {
     h_ = nullptr;
     File f(tmp_, O_RDONLY);
     f.sync();
-    rename_durable(tmp_, path_);
+    rename_noreplace_durable(tmp_, path_);
     done_ = true;
   }
 

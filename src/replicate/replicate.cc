@@ -33,7 +33,12 @@ struct Batch {
   uint64_t first = 0;  // chunk index
   uint32_t count = 0;
   AlignedBuffer buf;
+  std::vector<store::ChunkId> ids;  // per chunk; all-zero chunks have none (`data` false)
+  std::vector<bool> data;
 };
+
+// Chunk ids a lookup asks the server about at most at once (32 bytes each).
+constexpr size_t kLookupIds = 4096;
 
 }  // namespace
 
@@ -53,11 +58,16 @@ Result replicate(disk::Source& source, store::Repository& repo, const Options& o
   snap.created = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 
   auto writer = repo.begin_write();
-  // Buffers circulate between the reader and the workers; their number bounds memory.
-  const size_t nbuffers = 2 * nthreads + 2;
+  // A connector's view asks the server which chunks it lacks before compressing them (Repository::lookup): then ids
+  // are computed by hashers, a resolver thread asks about everything hashed meanwhile in one request, and sealers
+  // compress what the server lacks. Locally, one worker does all three for its batch.
+  const store::Repository::Lookup* lookup = repo.lookup();
+  // Buffers circulate between the reader and the workers; their number bounds memory. With a lookup, more are in
+  // flight so that the resolver's questions cover many batches.
+  const size_t nbuffers = 2 * nthreads + 2 + (lookup ? 32 : 0);
   BoundedQueue<AlignedBuffer> free_buffers(nbuffers);
   for (size_t i = 0; i < nbuffers; i++) free_buffers.push(make_aligned_buffer(per_batch * size_t{cs}));
-  BoundedQueue<Batch> work(nbuffers);
+  BoundedQueue<Batch> work(nbuffers), resolve(nbuffers), seal(nbuffers);
   BoundedQueue<ReadJob> reads(nbuffers);
 
   std::mutex mu;
@@ -72,7 +82,31 @@ Result replicate(disk::Source& source, store::Repository& repo, const Options& o
     failed = true;
     reads.close();
     work.close();
+    resolve.close();
+    seal.close();
     free_buffers.close();
+  };
+
+  auto chunk_len = [&](uint64_t index) { return static_cast<uint32_t>(std::min<uint64_t>(cs, size - index * cs)); };
+  auto hash = [&](Batch& batch, store::Codec& codec) {
+    batch.ids.resize(batch.count);
+    batch.data.assign(batch.count, false);
+    for (uint32_t i = 0; i < batch.count && !failed; i++) {
+      const char* data = batch.buf.get() + size_t{i} * cs;
+      uint32_t len = chunk_len(batch.first + i);
+      if (is_zero(data, len)) continue;
+      batch.ids[i] = codec.chunk_id(data, len);
+      batch.data[i] = true;
+    }
+  };
+  auto store_batch = [&](Batch& batch, store::Codec& codec, unsigned t) {
+    for (uint32_t i = 0; i < batch.count && !failed; i++) {
+      if (!batch.data[i]) continue;
+      uint64_t index = batch.first + i;
+      found[t].emplace_back(index, batch.ids[i]);
+      if (writer->add(codec, batch.ids[i], batch.buf.get() + size_t{i} * cs, chunk_len(index))) chunks_new++;
+    }
+    free_buffers.push(std::move(batch.buf));
   };
 
   std::vector<std::thread> workers;
@@ -81,21 +115,62 @@ Result replicate(disk::Source& source, store::Repository& repo, const Options& o
       try {
         auto codec = repo.new_codec();
         while (auto batch = work.pop()) {
-          for (uint32_t i = 0; i < batch->count && !failed; i++) {
-            uint64_t index = batch->first + i;
-            const char* data = batch->buf.get() + size_t{i} * cs;
-            uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(cs, size - index * cs));
-            if (is_zero(data, len)) continue;
-            store::ChunkId id = codec->chunk_id(data, len);
-            found[t].emplace_back(index, id);
-            if (writer->add(*codec, id, data, len)) chunks_new++;
-          }
-          free_buffers.push(std::move(batch->buf));
+          hash(*batch, *codec);
+          if (!lookup) store_batch(*batch, *codec, t);
+          else if (!resolve.push(std::move(*batch))) break;
         }
       } catch (...) {
         record_error();
       }
     });
+  }
+  std::thread resolver;
+  std::vector<std::thread> sealers;
+  if (lookup) {
+    resolver = std::thread([&] {
+      try {
+        while (auto first = resolve.pop()) {
+          std::vector<Batch> batches;
+          batches.push_back(std::move(*first));
+          std::vector<store::ChunkId> ask;
+          auto collect = [&](const Batch& b) {
+            for (uint32_t i = 0; i < b.count; i++)
+              if (b.data[i] && !repo.find(b.ids[i])) ask.push_back(b.ids[i]);
+          };
+          collect(batches.back());
+          while (ask.size() + per_batch <= kLookupIds) {
+            auto more = resolve.try_pop();
+            if (!more) break;
+            batches.push_back(std::move(*more));
+            collect(batches.back());
+          }
+          std::sort(ask.begin(), ask.end());
+          ask.erase(std::unique(ask.begin(), ask.end()), ask.end());
+          if (!ask.empty()) {
+            std::vector<bool> lacking = (*lookup)(ask);
+            if (lacking.size() != ask.size()) fail(ErrorKind::kCorrupt, "the server answered a chunk lookup with the wrong number of answers");
+            std::vector<store::ChunkId> present;
+            for (size_t i = 0; i < ask.size(); i++)
+              if (!lacking[i]) present.push_back(ask[i]);
+            repo.note_present(present);
+          }
+          for (auto& b : batches)
+            if (!seal.push(std::move(b))) return;
+        }
+      } catch (...) {
+        record_error();
+      }
+    });
+    for (unsigned t = 0; t < nthreads; t++) {
+      sealers.emplace_back([&, t] {
+        try {
+          auto codec = repo.new_codec();
+          while (auto batch = seal.pop()) store_batch(*batch, *codec, t);
+        } catch (...) {
+          record_error();
+        }
+      });
+    }
   }
 
   // Readers: several reads in flight hide the round trip to qemu-nbd (Source::read is thread-safe).
@@ -110,7 +185,7 @@ Result replicate(disk::Source& source, store::Repository& repo, const Options& o
           source.read(buf->get(), len, off);
           bytes_read += len;
           // Progress counts the chunks read here and the chunks without data in the walk below: each byte once.
-          if (!work.push(Batch{job->first, job->count, std::move(*buf)})) break;
+          if (!work.push(Batch{job->first, job->count, std::move(*buf), {}, {}})) break;
           if (options.progress) options.progress->add(len);
         }
       } catch (...) {
@@ -154,6 +229,10 @@ Result replicate(disk::Source& source, store::Repository& repo, const Options& o
   for (auto& r : readers) r.join();
   work.close();
   for (auto& w : workers) w.join();
+  resolve.close();
+  if (resolver.joinable()) resolver.join();
+  seal.close();
+  for (auto& w : sealers) w.join();
   if (error) std::rethrow_exception(error);  // `writer` is destroyed uncommitted: its packs are removed
 
   for (auto& part : found) {

@@ -12,11 +12,14 @@
 #include <thread>
 
 #include "auth/sigv4.h"
+#include "common/fault.h"
 #include "common/fs.h"
 #include "common/hex.h"
 #include "common/log.h"
 #include "disk/disk.h"
 #include "image/export.h"
+#include "service/export_target.h"
+#include "service/stores.h"
 #include "store/maintenance.h"
 
 namespace ferry::service {
@@ -92,13 +95,11 @@ struct Service::Impl {
   // Serializes read-modify-write sequences on runs and jobs (the catalog makes each call atomic, not sequences).
   std::mutex mu;
 
-  struct Store {
-    std::unique_ptr<store::Repository> repo;
-    std::unique_ptr<store::Backend::Lock> write_lock;
-    bool prune_pending = false;
-  };
-  std::mutex stores_mu;
-  std::map<std::string, std::unique_ptr<Store>> stores;
+  std::unique_ptr<Stores> stores;
+
+  // Chunk ids each open run has asked about (lookup_chunks), against its budget.
+  std::mutex lookups_mu;
+  std::map<std::string, uint64_t> lookups;
 
   std::thread scheduler;
   std::mutex stop_mu;
@@ -118,54 +119,36 @@ struct Service::Impl {
 
   explicit Impl(Service& s) : self(s), keyring(s.config_.data_dir / "keyring") {}
 
-  Store& open_store(const std::string& name) {
-    std::lock_guard lock(stores_mu);
-    auto& slot = stores[name];
-    if (slot) return *slot;
-    auto st = std::make_unique<Store>();
-    fs::path dir = self.config_.data_dir / "stores" / name;
-    bool fresh = !fs::exists(dir / "config");
-    // O_DIRECT packs: the server's stores are archives, written all day by connectors and read back at cut-over,
-    // mostly long after; through the page cache they would cost the CPU copying them in (docs/architecture.md) and
-    // push the catalog and everything else out of memory.
-    auto backend = store::open_local_backend(dir, true, /*direct_io=*/true);
-    st->write_lock = backend->try_lock(store::Backend::LockKind::kWrite, "ferry server");
-    if (!st->write_lock)
-      fail(ErrorKind::kConflict, "store '" + dir.string() + "' is being written by another ferry process (a local 'ferry replicate' or prune?)");
-    if (fresh) {
-      store::InitOptions options;
-      options.encrypt = name != "plain";
-      options.key_id = name == "plain" ? "" : name;
-      store::Repository::init(*backend, options, keyring);
-      spdlog::info("created store '{}' ({})", name, options.encrypt ? "encrypted with master key " + name : "unencrypted");
-    }
-    st->repo = store::Repository::open(std::move(backend), keyring);
-    slot = std::move(st);
-    return *slot;
+  // The store a job's runs write to: "plain" or the master key id, in the trust domain of the connector that
+  // reports the job's server ("<domain>.<store>"; the shared domain has no prefix).
+  std::string store_of(const catalog::ReplicationJob& job) const {
+    std::string base = !job.encrypted ? "plain" : job.kms_key_id.empty() ? default_key_id : job.kms_key_id;
+    std::string domain;
+    if (auto server = self.catalog_->get_server(job.server_id))
+      if (auto c = self.catalog_->get_connector(server->connector_id)) domain = c->domain;
+    return domain.empty() ? base : domain + "." + base;
   }
 
-  std::string store_of(const catalog::ReplicationJob& job) const {
-    if (!job.encrypted) return "plain";
-    return job.kms_key_id.empty() ? default_key_id : job.kms_key_id;
+  store::Repository& store_for(const catalog::ReplicationJob& job) {
+    Stores::Spec spec;
+    spec.encrypt = job.encrypted;
+    spec.key_id = job.kms_key_id.empty() ? default_key_id : job.kms_key_id;
+    return stores->open(store_of(job), spec);
   }
 
   catalog::ReplicationRun run_for(const std::string& connector_id, const std::string& run_id, bool must_be_active) {
     auto run = self.catalog_->get_run(run_id);
     if (!run) throw OperationError("InvalidParameterException", "no replication run '" + run_id + "'", ErrorKind::kNotFound);
-    if (!run->connector_id.empty() && run->connector_id != connector_id)
-      throw OperationError("UnauthorizedOperationException", "run " + run_id + " belongs to connector " + run->connector_id, ErrorKind::kUnauthorized);
+    // A run belongs to the connector doing it, or (not yet begun) to the connector that reports its server.
+    std::string owner = run->connector_id;
+    if (owner.empty())
+      if (auto job = self.catalog_->get_job(run->job_id))
+        if (auto server = self.catalog_->get_server(job->server_id)) owner = server->connector_id;
+    if (owner != connector_id)
+      throw OperationError("UnauthorizedOperationException", "run " + run_id + " is not this connector's", ErrorKind::kUnauthorized);
     if (must_be_active && run->state != "ACTIVE")
       throw OperationError("OperationNotPermittedException", "run " + run_id + " is " + run->state + ", not ACTIVE", ErrorKind::kConflict);
     return *run;
-  }
-
-  // Whether an ACTIVE run writes to `store` (from the catalog: the runs' state is the one truth). Caller holds mu,
-  // under which runs begin and end, so the answer holds while mu is held.
-  bool store_busy(const std::string& store) {
-    for (auto& run : self.catalog_->open_runs())
-      if (run.state == "ACTIVE")
-        if (auto job = self.catalog_->get_job(run.job_id); job && store_of(*job) == store) return true;
-    return false;
   }
 
   // Marks a run FAILED and counts the failure against its job. Caller holds mu.
@@ -214,77 +197,105 @@ struct Service::Impl {
   // names; collect_orphans() removes them at the next start.
   void drop_data(const std::vector<catalog::Image>& images) {
     for (auto& image : images) {
-      Store& st = open_store(image.store);
+      auto& repo = stores->open(image.store);
       for (auto& d : image.disks) {
         try {
-          st.repo->delete_snapshot(d.snapshot_id);
+          repo.delete_snapshot(d.snapshot_id);
         } catch (const Error& e) {
           if (e.kind() != ErrorKind::kNotFound) throw;
         }
+        self.catalog_->release_snapshot(image.store, d.snapshot_id);
       }
-      std::lock_guard lock(stores_mu);
-      st.prune_pending = true;
+      stores->request_prune(image.store);
       spdlog::info("deleted image {} of job {}", image.id, image.job_id);
     }
   }
 
   // At start, before any request: snapshots that neither an image nor an open run's committed disks name are
-  // left by a crash between the catalog and the store; delete them so prune can reclaim their chunks.
+  // left by a crash between the catalog and the store; delete them so prune can reclaim their chunks. A store that
+  // cannot be opened is reported and skipped: the server serves the others.
   void collect_orphans() {
-    fs::path root = self.config_.data_dir / "stores";
-    if (!fs::exists(root)) return;
     std::set<std::string> live;
     for (auto& image : self.images("")) for (auto& d : image.disks) live.insert(d.snapshot_id);
     for (auto& run : self.catalog_->open_runs()) for (auto& d : run.disks) live.insert(d.snapshot_id);
-    for (auto& entry : fs::directory_iterator(root)) {
-      if (!fs::exists(entry.path() / "config")) continue;
-      std::string name = entry.path().filename().string();
-      Store& st = open_store(name);
-      size_t n = 0;
-      for (auto& id : st.repo->snapshot_ids())
-        if (!live.count(id)) {
-          st.repo->delete_snapshot(id);
-          n++;
+    for (auto& name : stores->on_disk()) {
+      try {
+        auto& repo = stores->open(name);
+        size_t n = 0;
+        for (auto& id : repo.snapshot_ids())
+          if (!live.count(id)) {
+            repo.delete_snapshot(id);
+            self.catalog_->release_snapshot(name, id);
+            n++;
+          }
+        if (n) {
+          stores->request_prune(name);
+          spdlog::warn("store '{}': deleted {} snapshot(s) no image refers to (left by an interrupted deletion)", name, n);
         }
-      if (n) {
-        st.prune_pending = true;
-        spdlog::warn("store '{}': deleted {} snapshot(s) no image refers to (left by an interrupted deletion)", name, n);
+      } catch (const std::exception& e) {
+        spdlog::error("store '{}' is not served: {}", name, e.what());
       }
     }
   }
 
+  // Names of the ACTIVE runs writing to `store`. Caller holds mu, under which runs begin and end.
+  std::vector<std::string> runs_writing(const std::string& store) {
+    std::vector<std::string> out;
+    for (auto& run : self.catalog_->open_runs())
+      if (run.state == "ACTIVE")
+        if (auto job = self.catalog_->get_job(run.job_id); job && store_of(*job) == store) out.push_back(run.id);
+    return out;
+  }
+
+  // Caller holds mu (no run begins meanwhile) and the store's maintenance lock.
+  store::PruneReport prune_locked(const std::string& name) {
+    auto& repo = stores->open(name);
+    // Someone reading the store beside the server (ferry store check, export) holds it shared: give up rather than
+    // block every request behind the service lock.
+    auto exclusive = repo.backend().try_lock(store::Backend::LockKind::kExclusive, "ferry server prune");
+    if (!exclusive)
+      throw OperationError("OperationNotPermittedException", "store '" + name + "' is being read by another ferry process; try again later",
+                           ErrorKind::kConflict);
+    auto report = store::prune(repo);
+    spdlog::info("pruned store '{}': {} packs deleted, {} rewritten, {} -> {} bytes", name, report.packs_deleted, report.packs_rewritten,
+                 report.bytes_before, report.bytes_after);
+    return report;
+  }
+
   void prune_idle_stores() {
-    std::lock_guard big(mu);  // no run begins while we prune
-    std::vector<std::pair<std::string, Store*>> pending;
-    {
-      std::lock_guard lock(stores_mu);
-      for (auto& [name, st] : stores)
-        if (st->prune_pending) pending.emplace_back(name, st.get());
-    }
-    for (auto& [name, st] : pending) {
-      if (store_busy(name)) continue;
-      {
-        std::lock_guard lock(stores_mu);
-        st->prune_pending = false;
+    for (auto& name : stores->take_prune_requests()) {
+      std::lock_guard big(mu);  // no run begins while we prune
+      if (!runs_writing(name).empty()) {
+        stores->request_prune(name);  // later, when idle
+        continue;
       }
       try {
-        // Someone reading the store beside the server (ferry store check, export) holds it shared: try again later
-        // rather than block every request behind the service lock.
-        auto exclusive = st->repo->backend().try_lock(store::Backend::LockKind::kExclusive, "ferry server prune");
-        if (!exclusive) {
-          std::lock_guard lock(stores_mu);
-          st->prune_pending = true;
-          continue;
-        }
-        auto report = store::prune(*st->repo);
-        spdlog::info("pruned store '{}': {} packs deleted, {} rewritten, {} -> {} bytes", name, report.packs_deleted, report.packs_rewritten,
-                     report.bytes_before, report.bytes_after);
+        auto maintenance = stores->maintenance(name);
+        prune_locked(name);
+      } catch (const OperationError& e) {
+        if (e.kind() == ErrorKind::kConflict) stores->request_prune(name);
+        else spdlog::error("prune of store '{}' failed: {}", name, e.what());
       } catch (const std::exception& e) {
         spdlog::error("prune of store '{}' failed: {}", name, e.what());
       }
     }
   }
 };
+
+namespace {
+
+// Files that hold secrets must be readable by their owner only: a catalog (access keys), a keyring (master keys).
+void require_private(const fs::path& path, const std::string& what) {
+  std::error_code ec;
+  auto st = fs::status(path, ec);
+  if (ec || !fs::exists(st)) return;
+  using p = fs::perms;
+  if ((st.permissions() & (p::group_all | p::others_all)) != p::none)
+    fail(ErrorKind::kUnauthorized, what + " '" + path.string() + "' is readable or writable by other users; it holds secrets: run 'chmod " +
+                                       (fs::is_directory(st) ? "700" : "600") + " " + path.string() + "' and start again");
+}
+
+}  // namespace
 
 Service::Service(Config config) : config_(std::move(config)) {
   if (!fs::exists(settings_file(config_.data_dir)))
@@ -296,7 +307,14 @@ Service::Service(Config config) : config_(std::move(config)) {
     fail(ErrorKind::kConflict, "another ferry server is running on '" + config_.data_dir.string() + "'");
   json settings = json::parse(read_file(settings_file(config_.data_dir)));
   impl_->default_key_id = settings.value("default_key_id", "ferry-master");
+  require_private(catalog_file(config_.data_dir), "the catalog");
+  require_private(impl_->keyring.dir(), "the keyring");
+  std::error_code ec;
+  for (auto& entry : fs::directory_iterator(impl_->keyring.dir(), ec)) require_private(entry.path(), "the master key");
   catalog_ = catalog::open_sqlite_catalog(catalog_file(config_.data_dir));
+  if (config_.export_dir.empty()) config_.export_dir = config_.data_dir / "exports";
+  fs::create_directories(config_.export_dir);
+  impl_->stores = std::make_unique<Stores>(config_.data_dir / "stores", *catalog_, impl_->keyring, config_.store_min_free);
   impl_->collect_orphans();
 }
 
@@ -315,6 +333,8 @@ void Service::start_scheduler() {
         tick(now_seconds());
       } catch (const std::exception& e) {
         spdlog::error("scheduler: {}", e.what());
+      } catch (...) {
+        spdlog::error("scheduler: an unknown exception");
       }
     }
   });
@@ -369,6 +389,9 @@ void Service::tick(Time now) {
       }
     }
   }
+  // Stores that have space again take their held runs.
+  if (!impl_->stores->refresh().empty()) impl_->new_work();
+  fault_point("server-tick");
   // An import waits for the connectors asked; one that never answers must not leave the catalog IMPORTING forever.
   if (catalog_->catalog_status() == catalog::CatalogStatus::kImporting && now - catalog_->catalog_modified() > 2 * config_.connector_timeout.count()) {
     catalog_->set_catalog_status(catalog::CatalogStatus::kAvailable, now);
@@ -379,10 +402,25 @@ void Service::tick(Time now) {
 
 std::optional<catalog::AccessKey> Service::access_key(const std::string& id) { return catalog_->find_access_key(id); }
 
-std::string Service::create_registration_token(std::chrono::seconds valid_for) {
+std::string Service::create_registration_token(std::chrono::seconds valid_for, const std::string& domain) {
+  if (!domain.empty()) {
+    bool ok = domain.size() <= 64 && domain[0] != '.';
+    for (char c : domain)
+      if (!(isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_')) ok = false;
+    if (!ok) throw OperationError("InvalidParameterException", "trust domain '" + domain + "' must be 1-64 letters, digits, '-' or '_'");
+  }
   std::string token = "ferry-reg-" + random_string(32, kUpperAlnum);
-  catalog_->add_registration_token(auth::sha256_hex(token), now_seconds() + valid_for.count());
+  catalog_->add_registration_token(auth::sha256_hex(token), now_seconds() + valid_for.count(), domain);
   return token;
+}
+
+std::vector<std::string> Service::problems() {
+  std::vector<std::string> out;
+  for (auto& st : impl_->stores->list()) {
+    if (!st.error.empty()) out.push_back(st.error);
+    if (!st.full.empty()) out.push_back(st.full);
+  }
+  return out;
 }
 
 bool Service::connector_healthy(const catalog::Connector& c, Time now) const {
@@ -398,6 +436,8 @@ void Service::disassociate_connector(const std::string& connector_id) {
     catalog_->put_connector(*c);
     catalog_->remove_access_keys_of(connector_id);
   });
+  // Its runs cannot go on (its key is gone): they fail now, with the reason, rather than stall for an hour.
+  for (auto& run : catalog_->open_runs(connector_id)) impl_->fail_run_locked(run, "connector " + connector_id + " was disassociated");
   impl_->new_work();
   spdlog::info("connector {} disassociated", connector_id);
 }
@@ -566,7 +606,7 @@ std::vector<catalog::Image> Service::images(const std::string& job_id) {
   return all;
 }
 
-void Service::export_image(const std::string& image_id, const std::string& disk, const std::string& format, const std::string& output) {
+std::string Service::export_image(const std::string& image_id, const std::string& disk, const std::string& format, const std::string& output) {
   auto image = catalog_->get_image(image_id);
   if (!image) throw OperationError("InvalidParameterException", "no image '" + image_id + "'", ErrorKind::kNotFound);
   const catalog::ImageDisk* d = nullptr;
@@ -586,11 +626,23 @@ void Service::export_image(const std::string& image_id, const std::string& disk,
   } catch (const Error& e) {
     throw OperationError("InvalidParameterException", e.what());
   }
-  auto& st = impl_->open_store(image->store);
-  auto snapshot = st.repo->load_snapshot(d->snapshot_id);
-  auto sink = disk::create_sink(output, target, snapshot.size);
-  image::export_snapshot(*st.repo, snapshot, *sink, {});
-  spdlog::info("exported disk {} of image {} to {}", d->name, image_id, output);
+  ExportTarget where(config_.export_dir, output);
+  auto& repo = impl_->stores->open(image->store);
+  auto snapshot = repo.load_snapshot(d->snapshot_id);
+  try {
+    auto sink = disk::create_sink(where.path(), target, snapshot.size);
+    image::export_snapshot(repo, snapshot, *sink, {});
+  } catch (const Error& e) {
+    // The caller's name is shown, not the descriptor path the sink wrote through.
+    std::string message = e.what();
+    for (size_t at; (at = message.find(where.path().parent_path().string())) != std::string::npos;)
+      message.replace(at, where.path().parent_path().string().size(), where.shown().parent_path().string());
+    if (e.kind() == ErrorKind::kConflict) throw OperationError("InvalidParameterException", message, ErrorKind::kConflict);
+    if (e.kind() == ErrorKind::kNoSpace) throw OperationError("InsufficientStorageException", "export of image " + image_id + ": " + message, ErrorKind::kNoSpace);
+    throw Error(e.kind(), message);
+  }
+  spdlog::info("exported disk {} of image {} to {}", d->name, image_id, where.shown().string());
+  return where.shown().string();
 }
 
 void Service::delete_image(const std::string& image_id) {
@@ -651,8 +703,13 @@ ConnectorWork Service::heartbeat(const std::string& connector_id, const catalog:
   auto work = [&] {
     ConnectorWork out;
     out.inventory_requested = c->inventory_requested;
-    for (auto& run : catalog_->open_runs(connector_id))
-      if (run.connector_id.empty() || run.connector_id == connector_id) out.runs.push_back(run.id);
+    for (auto& run : catalog_->open_runs(connector_id)) {
+      if (!run.connector_id.empty() && run.connector_id != connector_id) continue;
+      // A run into a full store is held (PENDING) until it has space again; an ACTIVE one learns from its uploads.
+      if (run.state == "PENDING")
+        if (auto job = catalog_->get_job(run.job_id); job && impl_->stores->full(impl_->store_of(*job))) continue;
+      out.runs.push_back(run.id);
+    }
     return out;
   };
   w = work();
@@ -729,9 +786,12 @@ RunTask Service::begin_run(const std::string& connector_id, const std::string& r
   t.job_id = job.id;
   t.server = *server;
   t.store = impl_->store_of(job);
-  auto& st = impl_->open_store(t.store);
-  t.store_config = st.repo->config();
-  t.data_keys = st.repo->data_keys();
+  if (auto full = impl_->stores->full(t.store); full && run.state == "PENDING")
+    throw OperationError("InsufficientStorageException", *full, ErrorKind::kNoSpace);
+  auto& repo = impl_->store_for(job);
+  t.store_config = repo.config();
+  t.id_key = repo.id_key();
+  fault_point("server-begin");
   t.completed = run.disks;
   // Parents: the newest image of this job still kept.
   auto images = catalog_->images_of_job(job.id);
@@ -758,40 +818,67 @@ RunTask Service::begin_run(const std::string& connector_id, const std::string& r
   return t;
 }
 
-// A connector may read a store's chunk list and snapshots only while it has a run writing to that store.
-static void authorize_store(catalog::Catalog& cat, const std::function<std::string(const catalog::ReplicationJob&)>& store_of,
-                            const std::string& connector_id, const std::string& store) {
-  for (auto& run : cat.open_runs(connector_id))
-    if (auto job = cat.get_job(run.job_id); job && store_of(*job) == store) return;
-  throw OperationError("UnauthorizedOperationException", "connector " + connector_id + " has no run writing to store '" + store + "'",
-                       ErrorKind::kUnauthorized);
-}
-
-std::vector<store::ChunkId> Service::known_chunks(const std::string& connector_id, const std::string& store) {
-  authorize_store(*catalog_, [this](const catalog::ReplicationJob& j) { return impl_->store_of(j); }, connector_id, store);
-  return impl_->open_store(store).repo->chunk_ids();
-}
-
-std::string Service::snapshot_object(const std::string& connector_id, const std::string& store, const std::string& snapshot_id) {
-  authorize_store(*catalog_, [this](const catalog::ReplicationJob& j) { return impl_->store_of(j); }, connector_id, store);
-  return impl_->open_store(store).repo->backend().get(store::ObjectType::kSnapshot, snapshot_id);
-}
-
-void Service::receive_pack(const std::string& connector_id, const std::string& run_id, const std::string& name, std::string_view bytes) {
+std::string Service::parent_snapshot(const std::string& connector_id, const std::string& run_id, const std::string& snapshot_id) {
   auto run = impl_->run_for(connector_id, run_id, true);
   auto job = get_job(run.job_id);
-  auto& st = impl_->open_store(impl_->store_of(job));
-  st.repo->receive_pack(name, bytes, config_.verify);
+  // The parents are the disks of the job's newest image (begin_run): nothing else of the store.
+  auto images = catalog_->images_of_job(job.id);
+  std::string store = impl_->store_of(job);
+  bool parent = !images.empty() && images.back().store == store &&
+                std::any_of(images.back().disks.begin(), images.back().disks.end(), [&](const catalog::ImageDisk& d) { return d.snapshot_id == snapshot_id; });
+  if (!parent)
+    throw OperationError("UnauthorizedOperationException", "snapshot " + snapshot_id + " is not a parent of run " + run_id, ErrorKind::kUnauthorized);
+  return impl_->store_for(job).snapshot_plaintext(snapshot_id);
 }
 
-void Service::receive_index(const std::string& connector_id, const std::string& run_id, const std::string& name, std::string_view box) {
+std::vector<bool> Service::lookup_chunks(const std::string& connector_id, const std::string& run_id, const std::vector<store::ChunkId>& ids) {
+  if (ids.size() > kMaxLookupIds)
+    throw OperationError("InvalidParameterException", "a lookup asks about at most " + std::to_string(kMaxLookupIds) + " chunks, not " +
+                                                          std::to_string(ids.size()));
   auto run = impl_->run_for(connector_id, run_id, true);
   auto job = get_job(run.job_id);
-  impl_->open_store(impl_->store_of(job)).repo->receive_index(name, box);
+  auto& repo = impl_->store_for(job);
+  // The run may ask about no more chunks than its disks hold (twice over, for resumed and retried passes).
+  uint64_t budget = 65536;
+  if (auto server = catalog_->get_server(job.server_id))
+    for (auto& d : server->disks) budget += 2 * ((d.size + repo.config().chunk_size - 1) / repo.config().chunk_size);
+  {
+    std::lock_guard lock(impl_->lookups_mu);
+    uint64_t& asked = impl_->lookups[run_id];
+    if (asked + ids.size() > budget)
+      throw OperationError("OperationNotPermittedException", "run " + run_id + " has asked about " + std::to_string(asked) +
+                                                                 " chunks, more than its disks hold; further lookups are refused",
+                           ErrorKind::kConflict);
+    asked += ids.size();
+  }
+  return repo.lacks(ids);
+}
+
+void Service::receive_pack(const std::string& connector_id, const std::string& run_id, const std::string& name, char* data, size_t size) {
+  auto run = impl_->run_for(connector_id, run_id, true);
+  auto job = get_job(run.job_id);
+  std::string store = impl_->store_of(job);
+  auto& repo = impl_->store_for(job);
+  catalog_->add_run_bytes_uploaded(run_id, size);  // what arrived, resends included
+  fault_point("server-pack");
+  try {
+    impl_->stores->reserve(store, size);
+    repo.receive_pack(name, data, size);
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::kNoSpace) throw;
+    if (!dynamic_cast<const OperationError*>(&e)) impl_->stores->note_no_space(store, size, e.what());
+    std::string why = impl_->stores->full(store).value_or(e.what());
+    // The run cannot go on: it fails now, with the reason, instead of retrying into a full disk.
+    {
+      std::lock_guard lock(impl_->mu);
+      if (auto fresh = catalog_->get_run(run_id)) impl_->fail_run_locked(*fresh, why);
+    }
+    throw OperationError("InsufficientStorageException", why, ErrorKind::kNoSpace);
+  }
 }
 
 void Service::receive_snapshot(const std::string& connector_id, const std::string& run_id, const std::string& disk,
-                               const std::string& snapshot_id, std::string_view box) {
+                               const std::string& snapshot_id, std::string_view plaintext) {
   auto run = impl_->run_for(connector_id, run_id, true);
   auto job = get_job(run.job_id);
   auto server = catalog_->get_server(job.server_id);
@@ -800,11 +887,25 @@ void Service::receive_snapshot(const std::string& connector_id, const std::strin
   for (auto& x : server->disks)
     if (x.name == disk) d = &x;
   if (!d) throw OperationError("InvalidParameterException", "server " + server->id + " has no disk '" + disk + "'");
-  auto& st = impl_->open_store(impl_->store_of(job));
-  auto snap = st.repo->receive_snapshot(snapshot_id, box);
-  if (snap.name != snapshot_name(server->id, disk))
-    throw OperationError("InvalidParameterException", "snapshot " + snapshot_id + " is named '" + snap.name + "', expected '" +
-                                                          snapshot_name(server->id, disk) + "'");
+  std::string store = impl_->store_of(job);
+  auto& repo = impl_->store_for(job);
+  // Checked before anything is stored: the snapshot's name, and that no other job owns this snapshot id.
+  std::string expected = snapshot_name(server->id, disk);
+  {
+    auto peek = store::decode_snapshot_plaintext(plaintext, snapshot_id);
+    if (peek.name != expected)
+      throw OperationError("InvalidParameterException", "snapshot " + snapshot_id + " is named '" + peek.name + "', expected '" + expected + "'");
+  }
+  if (!catalog_->claim_snapshot(store, snapshot_id, job.id, now_seconds()))
+    throw OperationError("UnauthorizedOperationException", "snapshot " + snapshot_id + " belongs to another replication job", ErrorKind::kUnauthorized);
+  fault_point("server-snapshot");
+  store::Snapshot snap;
+  try {
+    snap = repo.receive_snapshot(snapshot_id, plaintext);
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::kConflict) throw OperationError("InvalidParameterException", e.what(), ErrorKind::kConflict);
+    throw;
+  }
   std::lock_guard lock(impl_->mu);
   auto fresh = impl_->run_for(connector_id, run_id, true);
   std::erase_if(fresh.disks, [&](const catalog::ImageDisk& x) { return x.name == disk; });
@@ -824,13 +925,14 @@ bool Service::run_progress(const std::string& connector_id, const std::string& r
   run.stage_progress = std::to_string(std::clamp(p.percent, 0, 100)) + "%";
   run.bytes_total = p.bytes_total;
   run.bytes_done = p.bytes_done;
-  run.bytes_uploaded = p.bytes_uploaded;
+  // bytes_uploaded is the server's own count (receive_pack): it survives connector restarts and counts resends.
   run.updated = now_seconds();
   catalog_->update_run(run);
   return true;
 }
 
 std::string Service::complete_run(const std::string& connector_id, const std::string& run_id) {
+  fault_point("server-complete");
   std::lock_guard lock(impl_->mu);
   auto run = impl_->run_for(connector_id, run_id, false);
   if (run.state == "COMPLETED") return run.ami_id;  // a retried completion
@@ -885,6 +987,80 @@ void Service::fail_run(const std::string& connector_id, const std::string& run_i
   std::lock_guard lock(impl_->mu);
   auto run = impl_->run_for(connector_id, run_id, false);
   impl_->fail_run_locked(run, message.empty() ? "the connector reported a failure" : message);
+}
+
+// --- Stores ---
+
+std::vector<Service::StoreInfo> Service::stores() {
+  std::vector<StoreInfo> out;
+  auto images = this->images("");
+  std::lock_guard lock(impl_->mu);
+  for (auto& i : impl_->stores->list()) {
+    StoreInfo s;
+    s.name = i.name;
+    s.repository_id = i.repository_id;
+    s.key_id = i.key_id;
+    s.encrypted = i.encrypted;
+    s.data_keys = i.data_keys;
+    s.chunks = i.chunks;
+    s.fs_free = i.fs_free;
+    s.fs_size = i.fs_size;
+    s.reserve = i.reserve;
+    s.full = i.full;
+    s.error = i.error;
+    s.images = std::count_if(images.begin(), images.end(), [&](const catalog::Image& img) { return img.store == i.name; });
+    s.active_runs = impl_->runs_writing(i.name);
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+store::PruneReport Service::prune_store(const std::string& name) {
+  Stores::validate_name(name);
+  std::lock_guard big(impl_->mu);  // no run begins into the store while it is pruned
+  impl_->stores->open(name);
+  auto writing = impl_->runs_writing(name);
+  if (!writing.empty()) {
+    std::string runs;
+    for (auto& r : writing) runs += (runs.empty() ? "" : ", ") + r;
+    throw OperationError("OperationNotPermittedException", "store '" + name + "' is being written by run(s) " + runs +
+                                                               "; prune it when they end (the server also prunes it by itself once idle)",
+                         ErrorKind::kConflict);
+  }
+  auto maintenance = impl_->stores->maintenance(name);
+  auto report = impl_->prune_locked(name);
+  if (!impl_->stores->refresh().empty()) impl_->new_work();
+  return report;
+}
+
+store::CheckReport Service::check_store(const std::string& name, bool read_data) {
+  Stores::validate_name(name);
+  auto& repo = impl_->stores->open(name);
+  // Beside running uploads (they only add packs); not beside a prune, which this waits for.
+  auto maintenance = impl_->stores->maintenance(name);
+  return store::check(repo, read_data, nullptr);
+}
+
+void Service::rotate_store_keys(const std::string& name, bool new_data_key, const std::string& new_master_key_id) {
+  Stores::validate_name(name);
+  if (!new_master_key_id.empty()) {
+    try {
+      store::Keyring::validate_key_id(new_master_key_id);
+    } catch (const Error& e) {
+      throw OperationError("InvalidParameterException", e.what());
+    }
+    if (!impl_->keyring.has(new_master_key_id))
+      throw OperationError("InvalidParameterException", "master key '" + new_master_key_id + "' is not in the server's keyring");
+  }
+  auto maintenance = impl_->stores->maintenance(name);
+  try {
+    impl_->stores->rotate_keys(name, new_data_key, new_master_key_id);
+  } catch (const OperationError&) {
+    throw;
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::kInvalidArgument) throw OperationError("InvalidParameterException", e.what());
+    throw;
+  }
 }
 
 }  // namespace ferry::service

@@ -20,6 +20,7 @@
 
 #include "catalog/catalog.h"
 #include "common/error.h"
+#include "store/maintenance.h"
 #include "store/repository.h"
 
 namespace ferry::service {
@@ -37,11 +38,12 @@ class OperationError : public Error {
 
 struct Config {
   std::filesystem::path data_dir;
+  std::filesystem::path export_dir;  // ExportImage writes only below it; empty: data_dir/exports
   std::chrono::seconds connector_timeout{30};  // HEALTHY while the last heartbeat is younger than this
   std::chrono::seconds run_stall_timeout{600};  // an ACTIVE run whose connector is silent this long FAILS
   std::chrono::seconds pending_timeout{3600};   // a PENDING run no connector picks up FAILS
   int max_consecutive_failures = 3;             // then the job is PAUSED_ON_FAILURE
-  store::Repository::Verify verify = store::Repository::Verify::kAuthenticate;
+  uint64_t store_min_free = 0;                   // bytes a store's file system keeps free; 0: 2% of it (16 MiB - 1 GiB)
   std::chrono::milliseconds scheduler_tick{1000};
 };
 
@@ -60,9 +62,9 @@ struct RunTask {
   std::string run_id;
   std::string job_id;
   catalog::Server server;
-  std::string store;  // "plain" or the master key id
+  std::string store;  // "plain" or the master key id, after "<trust domain>." for a connector with one
   store::RepositoryConfig store_config;
-  std::string data_keys;                           // 64 bytes
+  std::string id_key;                              // 32 bytes: to name chunks; the data keys never leave the server
   std::vector<catalog::ImageDisk> completed;       // disks already committed by this run (resume)
   std::vector<std::pair<std::string, std::string>> parents;  // disk name -> parent snapshot id
 };
@@ -101,7 +103,12 @@ class Service {
 
   // Credentials. Returns the key if it exists.
   std::optional<catalog::AccessKey> access_key(const std::string& id);
-  std::string create_registration_token(std::chrono::seconds valid_for);
+  // A one-time token; the connector it registers belongs to trust domain `domain` ("" = shared): its servers are
+  // replicated into that domain's stores, which deduplicate only among themselves.
+  std::string create_registration_token(std::chrono::seconds valid_for, const std::string& domain = "");
+
+  // Health: problems an operator must act on (a full store, a store that cannot be used); empty when all is well.
+  std::vector<std::string> problems();
 
   // --- SMS operations ---
   bool connector_healthy(const catalog::Connector& c, catalog::Time now) const;
@@ -125,9 +132,29 @@ class Service {
 
   // Images (ferry's own operations).
   std::vector<catalog::Image> images(const std::string& job_id);
-  // Writes one disk of an image to `output` in `format` on the server's file system.
-  void export_image(const std::string& image_id, const std::string& disk, const std::string& format, const std::string& output);
+  // Writes one disk of an image in `format` to `output`, a path relative to the export directory (or absolute inside
+  // it); returns the absolute path written. Never replaces a file; refuses names that leave the export directory
+  // (through "..", a symbolic link or an absolute path), NUL bytes and over-long names (InvalidParameterException).
+  std::string export_image(const std::string& image_id, const std::string& disk, const std::string& format, const std::string& output);
   void delete_image(const std::string& image_id);
+
+  // Stores (ferry's own operations): prune and check run while the server serves, coordinated with its writers.
+  struct StoreInfo {
+    std::string name, repository_id, key_id;
+    bool encrypted = false;
+    uint64_t data_keys = 0, chunks = 0, images = 0;
+    uint64_t fs_free = 0, fs_size = 0, reserve = 0;
+    std::string full, error;
+    std::vector<std::string> active_runs;
+  };
+  std::vector<StoreInfo> stores();
+  // Removes chunks no image uses. Refused (OperationNotPermittedException, naming the runs) while a run writes to it;
+  // no run starts into it meanwhile.
+  store::PruneReport prune_store(const std::string& name);
+  // Verifies the store (with read_data: every chunk decrypted and hashed) beside running replications.
+  store::CheckReport check_store(const std::string& name, bool read_data);
+  // A new data key for new data (old data stays readable), and optionally every key re-wrapped under another master key.
+  void rotate_store_keys(const std::string& name, bool new_data_key, const std::string& new_master_key_id);
 
   // --- Connector side ---
   struct Registration {
@@ -143,12 +170,17 @@ class Service {
   static constexpr int kMaxHeldHeartbeats = 512;
   void report_inventory(const std::string& connector_id, int64_t generation, std::vector<catalog::Server> servers);
   RunTask begin_run(const std::string& connector_id, const std::string& run_id);
-  std::vector<store::ChunkId> known_chunks(const std::string& connector_id, const std::string& store);
-  std::string snapshot_object(const std::string& connector_id, const std::string& store, const std::string& snapshot_id);
-  void receive_pack(const std::string& connector_id, const std::string& run_id, const std::string& name, std::string_view bytes);
-  void receive_index(const std::string& connector_id, const std::string& run_id, const std::string& name, std::string_view box);
+  // A parent snapshot of the run (RunTask::parents), as zstd-compressed plaintext; any other snapshot is refused.
+  std::string parent_snapshot(const std::string& connector_id, const std::string& run_id, const std::string& snapshot_id);
+  // Which of `ids` the run's store lacks (true = lacks). At most kMaxLookupIds per call, and in all no more than the
+  // run's disks have chunks (twice over, for retries): a connector learns only about chunks it could have read.
+  static constexpr size_t kMaxLookupIds = 8192;
+  std::vector<bool> lookup_chunks(const std::string& connector_id, const std::string& run_id, const std::vector<store::ChunkId>& ids);
+  // A pack of the run (formats.md §8, as a connector sends it): verified, sealed in place in `data` and stored.
+  void receive_pack(const std::string& connector_id, const std::string& run_id, const std::string& name, char* data, size_t size);
+  // A disk's snapshot plaintext: verified, sealed and stored; the disk is then committed in the run.
   void receive_snapshot(const std::string& connector_id, const std::string& run_id, const std::string& disk,
-                        const std::string& snapshot_id, std::string_view box);
+                        const std::string& snapshot_id, std::string_view plaintext);
   // Returns false if the run should stop (deleted job, run no longer ACTIVE).
   bool run_progress(const std::string& connector_id, const std::string& run_id, const RunProgress& progress);
   std::string complete_run(const std::string& connector_id, const std::string& run_id);  // returns the image id

@@ -34,8 +34,9 @@ struct FinishedPack {
 };
 
 struct ChunkWriter::Impl {
-  explicit Impl(Repository& r) : repo(r), queue(32), finished(2) {}
+  explicit Impl(Repository& r) : repo(r), key(r.is_view() ? 0 : r.current_key()), queue(32), finished(2) {}
   Repository& repo;
+  const uint32_t key;  // the data key this run's packs are sealed under (a view's are sealed by the server)
   BoundedQueue<Blob> queue;
   BoundedQueue<FinishedPack> finished;
   std::thread thread;
@@ -78,7 +79,7 @@ struct ChunkWriter::Impl {
 
   void finish_pack() {
     std::string name = new_object_name();
-    current->append(encode_pack_trailer(repo, name, entries));
+    current->append(encode_pack_trailer(repo, name, key, entries));
     if (!finished.push(FinishedPack{std::move(current), name, std::move(entries)})) rethrow_if_failed();
     entries.clear();
   }
@@ -104,13 +105,13 @@ struct ChunkWriter::Impl {
   void publish(const std::string& name, std::vector<PackEntry> entries) {
     {
       std::unique_lock lock(repo.mu_);
-      uint32_t p = repo.add_pack_locked(name);
+      uint32_t p = repo.add_pack_locked(name, key);
       for (auto& e : entries) repo.index_.emplace(e.id, Location{p, e.offset, e.stored_len, e.raw_len, e.compression});
     }
     {
       std::lock_guard lock(mu);
       for (auto& e : entries) pending.erase(e.id);
-      written.push_back({name, std::move(entries)});
+      written.push_back({name, key, std::move(entries)});
     }
     fault_point("pack");
   }
@@ -147,7 +148,11 @@ ChunkWriter::~ChunkWriter() {
     } catch (...) {
     }
   }
-  impl_->repo.reload_index();
+  try {
+    impl_->repo.reload_index();
+  } catch (...) {
+    // A destructor must not throw (that would end the process): the index is rebuilt on the next open.
+  }
 }
 
 bool ChunkWriter::add(Codec& codec, const ChunkId& id, const char* data, size_t len) {
@@ -158,7 +163,8 @@ bool ChunkWriter::add(Codec& codec, const ChunkId& id, const char* data, size_t 
     if (!impl_->pending.insert(id).second) return false;
   }
   Compression compression;
-  std::string box = seal_chunk(*codec.impl_, id, data, len, &compression);
+  std::string box;
+  seal_chunk(*codec.impl_, id, data, len, &compression, box);
   impl_->bytes_new += len;
   if (!impl_->queue.push(Blob{id, std::move(box), static_cast<uint32_t>(len), static_cast<uint8_t>(compression)})) {
     impl_->rethrow_if_failed();
@@ -171,12 +177,19 @@ void ChunkWriter::commit() {
   impl_->stop();
   impl_->rethrow_if_failed();
   Repository& repo = impl_->repo;
-  std::vector<PackListing> listings = impl_->written;
-  for (auto& name : repo.unindexed_packs()) listings.push_back({name, read_pack_header(repo, repo.backend(), name)});
-  if (!listings.empty()) {
-    impl_->bytes_written += write_index_files(repo, repo.backend(), listings);
-    std::unique_lock lock(repo.mu_);
-    repo.unindexed_.clear();
+  // A view's packs are indexed by the server, from what it verified; a local run indexes its own and any packs an
+  // interrupted run left unindexed.
+  if (!repo.is_view()) {
+    std::vector<PackListing> listings = impl_->written;
+    {
+      std::shared_lock lock(repo.mu_);
+      listings.insert(listings.end(), repo.unindexed_.begin(), repo.unindexed_.end());
+    }
+    if (!listings.empty()) {
+      impl_->bytes_written += write_index_files(repo, repo.backend(), listings);
+      std::unique_lock lock(repo.mu_);
+      repo.unindexed_.clear();
+    }
   }
   impl_->committed = true;
 }

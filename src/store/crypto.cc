@@ -1,12 +1,14 @@
 // OpenSSL (AES-256-GCM, HMAC-SHA-256, SHA-256, DRBG) and zstd behind the Codec.
 #include "store/crypto.h"
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <zstd.h>
 
+#include <climits>
 #include <cstring>
 
 #include "common/buffer.h"
@@ -21,18 +23,43 @@ struct CipherCtx {
   ~CipherCtx() { EVP_CIPHER_CTX_free(ctx); }
 };
 
-void seal_into(EVP_CIPHER_CTX* ctx, const uint8_t key[32], std::string_view aad, const void* pt, size_t len,
-               std::string& out) {
-  out.resize(kNonceSize + len + kTagSize);
-  auto* o = reinterpret_cast<unsigned char*>(out.data());
+// OpenSSL's update calls take an int length: larger inputs go in pieces of at most 1 GiB.
+constexpr size_t kPiece = size_t{1} << 30;
+
+bool encrypt_update(EVP_CIPHER_CTX* ctx, unsigned char* out, const unsigned char* in, size_t len) {
+  for (size_t done = 0; done < len;) {
+    int n = static_cast<int>(std::min(kPiece, len - done)), got = 0;
+    if (EVP_EncryptUpdate(ctx, out ? out + done : nullptr, &got, in + done, n) != 1) return false;
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+bool decrypt_update(EVP_CIPHER_CTX* ctx, unsigned char* out, const unsigned char* in, size_t len) {
+  for (size_t done = 0; done < len;) {
+    int n = static_cast<int>(std::min(kPiece, len - done)), got = 0;
+    if (EVP_DecryptUpdate(ctx, out ? out + done : nullptr, &got, in + done, n) != 1) return false;
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// Seals `len` bytes at `pt` into o[kNonceSize .. kNonceSize+len) and writes nonce and tag around them; `pt` may be
+// o + kNonceSize (in place).
+void seal_at(EVP_CIPHER_CTX* ctx, const uint8_t key[32], std::string_view aad, const void* pt, size_t len, unsigned char* o) {
   random_bytes(o, kNonceSize);
-  int n = 0, f = 0;
+  int f = 0;
   if (EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, key, o) != 1 ||
-      EVP_EncryptUpdate(ctx, nullptr, &n, reinterpret_cast<const unsigned char*>(aad.data()), static_cast<int>(aad.size())) != 1 ||
-      EVP_EncryptUpdate(ctx, o + kNonceSize, &n, static_cast<const unsigned char*>(pt), static_cast<int>(len)) != 1 ||
-      EVP_EncryptFinal_ex(ctx, o + kNonceSize + n, &f) != 1 ||
+      !encrypt_update(ctx, nullptr, reinterpret_cast<const unsigned char*>(aad.data()), aad.size()) ||
+      !encrypt_update(ctx, o + kNonceSize, static_cast<const unsigned char*>(pt), len) ||
+      EVP_EncryptFinal_ex(ctx, o + kNonceSize + len, &f) != 1 ||
       EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, kTagSize, o + kNonceSize + len) != 1)
     fail(ErrorKind::kCrypto, "AES-256-GCM encryption failed");
+}
+
+void seal_into(EVP_CIPHER_CTX* ctx, const uint8_t key[32], std::string_view aad, const void* pt, size_t len, std::string& out) {
+  out.resize(kNonceSize + len + kTagSize);
+  seal_at(ctx, key, aad, pt, len, reinterpret_cast<unsigned char*>(out.data()));
 }
 
 // Returns false if the tag does not verify.
@@ -40,20 +67,30 @@ bool unseal_into(EVP_CIPHER_CTX* ctx, const uint8_t key[32], std::string_view aa
   if (box.size() < kBoxOverhead) return false;
   const auto* b = reinterpret_cast<const unsigned char*>(box.data());
   size_t len = box.size() - kBoxOverhead;
-  int n = 0, f = 0;
+  int f = 0;
   if (EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, key, b) != 1 ||
-      EVP_DecryptUpdate(ctx, nullptr, &n, reinterpret_cast<const unsigned char*>(aad.data()), static_cast<int>(aad.size())) != 1 ||
-      EVP_DecryptUpdate(ctx, out, &n, b + kNonceSize, static_cast<int>(len)) != 1 ||
+      !decrypt_update(ctx, nullptr, reinterpret_cast<const unsigned char*>(aad.data()), aad.size()) ||
+      !decrypt_update(ctx, out, b + kNonceSize, len) ||
       EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, kTagSize, const_cast<unsigned char*>(b + kNonceSize + len)) != 1)
     return false;
-  return EVP_DecryptFinal_ex(ctx, out + n, &f) == 1;
+  return EVP_DecryptFinal_ex(ctx, out + len, &f) == 1;
 }
 
 }  // namespace
 
 void random_bytes(void* out, size_t len) {
-  if (RAND_bytes(static_cast<unsigned char*>(out), static_cast<int>(len)) != 1)
-    fail(ErrorKind::kCrypto, "the random number generator failed");
+  for (size_t done = 0; done < len;) {
+    int n = static_cast<int>(std::min(kPiece, len - done));
+    if (RAND_bytes(static_cast<unsigned char*>(out) + done, n) != 1) fail(ErrorKind::kCrypto, "the random number generator failed");
+    done += static_cast<size_t>(n);
+  }
+}
+
+void wipe(void* p, size_t n) { OPENSSL_cleanse(p, n); }
+
+DataKeys::~DataKeys() {
+  wipe(id.data(), id.size());
+  for (auto& k : data) wipe(k.data(), k.size());
 }
 
 std::string sha256(std::string_view data) {
@@ -67,6 +104,11 @@ std::string seal(const uint8_t key[32], std::string_view aad, std::string_view p
   std::string out;
   seal_into(c.ctx, key, aad, plaintext.data(), plaintext.size(), out);
   return out;
+}
+
+void seal_in_place(const uint8_t key[32], std::string_view aad, char* box, size_t box_len) {
+  CipherCtx c;
+  seal_at(c.ctx, key, aad, box + kNonceSize, box_len - kBoxOverhead, reinterpret_cast<unsigned char*>(box));
 }
 
 std::string unseal(const uint8_t key[32], std::string_view aad, std::string_view box, const std::string& what) {
@@ -89,6 +131,9 @@ std::string zstd_decompress(std::string_view data, size_t max_size, const std::s
   unsigned long long size = ZSTD_getFrameContentSize(data.data(), data.size());
   if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > max_size)
     fail(ErrorKind::kCorrupt, what + ": not a valid zstd frame");
+  // Exactly one frame: bytes after it (another frame, a skippable one) would be data nobody checks.
+  if (ZSTD_findFrameCompressedSize(data.data(), data.size()) != data.size())
+    fail(ErrorKind::kCorrupt, what + ": bytes follow the zstd frame");
   std::string out(size, '\0');
   size_t n = ZSTD_decompress(out.data(), out.size(), data.data(), data.size());
   if (ZSTD_isError(n) || n != size) fail(ErrorKind::kCorrupt, what + ": zstd data is damaged");
@@ -101,12 +146,19 @@ struct Codec::Impl {
   int level;
   CipherCtx cipher;
   EVP_MAC* mac = nullptr;
-  EVP_MAC_CTX* mac_template = nullptr;
+  EVP_MAC_CTX* mac_ctx = nullptr;
   ZSTD_CCtx* cctx = ZSTD_createCCtx();
   ZSTD_DCtx* dctx = ZSTD_createDCtx();
-  std::string comp_buf, box_plain;
-  AlignedBuffer scratch;
-  size_t scratch_size = 0;
+  std::string comp_buf;
+  AlignedBuffer scratch, plain;
+  size_t scratch_size = 0, plain_size = 0;
+  char* plain_buffer(size_t n) {
+    if (plain_size < n) {
+      plain = make_aligned_buffer(n);
+      plain_size = n;
+    }
+    return plain.get();
+  }
 };
 
 char* codec_scratch(Codec::Impl& codec, size_t n) {
@@ -118,7 +170,7 @@ char* codec_scratch(Codec::Impl& codec, size_t n) {
 }
 
 Codec::Impl::~Impl() {
-  EVP_MAC_CTX_free(mac_template);
+  EVP_MAC_CTX_free(mac_ctx);
   EVP_MAC_free(mac);
   ZSTD_freeCCtx(cctx);
   ZSTD_freeDCtx(dctx);
@@ -129,50 +181,81 @@ std::unique_ptr<Codec::Impl> make_codec(const DataKeys& keys, int zstd_level) {
   impl->keys = keys;
   impl->level = zstd_level;
   impl->mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
-  impl->mac_template = impl->mac ? EVP_MAC_CTX_new(impl->mac) : nullptr;
+  impl->mac_ctx = impl->mac ? EVP_MAC_CTX_new(impl->mac) : nullptr;
   OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", const_cast<char*>("SHA256"), 0), OSSL_PARAM_construct_end()};
-  if (!impl->mac_template || EVP_MAC_init(impl->mac_template, impl->keys.id.data(), 32, params) != 1)
+  if (!impl->mac_ctx || EVP_MAC_init(impl->mac_ctx, impl->keys.id.data(), 32, params) != 1)
     fail(ErrorKind::kCrypto, "cannot set up HMAC-SHA-256");
   ZSTD_CCtx_setParameter(impl->cctx, ZSTD_c_compressionLevel, zstd_level);
   return impl;
 }
 
-std::unique_ptr<Codec> Repository::new_codec() const {
-  DataKeys k;
-  k.enc = enc_key_;
-  k.id = id_key_;
-  return std::unique_ptr<Codec>(new Codec(make_codec(k, config_.zstd_level)));
-}
+std::unique_ptr<Codec> Repository::new_codec() const { return std::unique_ptr<Codec>(new Codec(make_codec(keys_, config_.zstd_level))); }
 
 Codec::Codec(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Codec::~Codec() = default;
 
-ChunkId Codec::chunk_id(const void* data, size_t len) {
+namespace {
+
+// HMAC-SHA-256 under the id key. The codec's context is keyed once; re-initialising it without a key restarts it
+// from the keyed state (no allocation per chunk).
+ChunkId hmac_id(Codec::Impl& c, const void* data, size_t len) {
   ChunkId id;
-  EVP_MAC_CTX* ctx = EVP_MAC_CTX_dup(impl_->mac_template);
   size_t outl = 0;
-  if (!ctx || EVP_MAC_update(ctx, static_cast<const unsigned char*>(data), len) != 1 ||
-      EVP_MAC_final(ctx, id.bytes.data(), &outl, id.bytes.size()) != 1 || outl != 32) {
-    EVP_MAC_CTX_free(ctx);
+  if (EVP_MAC_init(c.mac_ctx, nullptr, 0, nullptr) != 1 || EVP_MAC_update(c.mac_ctx, static_cast<const unsigned char*>(data), len) != 1 ||
+      EVP_MAC_final(c.mac_ctx, id.bytes.data(), &outl, id.bytes.size()) != 1 || outl != 32)
     fail(ErrorKind::kCrypto, "HMAC-SHA-256 failed");
-  }
-  EVP_MAC_CTX_free(ctx);
   return id;
 }
 
-// A chunk box's additional data: 'C' || chunk id, so a blob cannot be passed off as another chunk. On the stack:
-// one per chunk sealed or opened.
+// A chunk box's additional data: 'C' || chunk id || compression || raw_len (u32 LE). A blob can be passed off neither
+// as another chunk nor as the same chunk stored another way (the index's compression and length are authenticated
+// with it). On the stack: one per chunk sealed or opened.
 struct ChunkAad {
-  explicit ChunkAad(const ChunkId& id) {
+  ChunkAad(const ChunkId& id, Compression compression, uint32_t raw_len) {
     bytes[0] = 'C';
     std::memcpy(bytes.data() + 1, id.bytes.data(), 32);
+    bytes[33] = static_cast<char>(compression);
+    std::memcpy(bytes.data() + 34, &raw_len, 4);
   }
   operator std::string_view() const { return {bytes.data(), bytes.size()}; }
-  std::array<char, 33> bytes;
+  std::array<char, 38> bytes;
 };
-static ChunkAad chunk_aad(const ChunkId& id) { return ChunkAad(id); }
 
-std::string seal_chunk(Codec::Impl& codec, const ChunkId& id, const void* data, size_t len, Compression* compression) {
+const uint8_t* data_key(const Codec::Impl& codec, uint32_t key, const std::string& where) {
+  if (key >= codec.keys.data.size())
+    fail(ErrorKind::kCorrupt, where + ": sealed with data key " + std::to_string(key) + ", which this store's key file does not have");
+  return codec.keys.data[key].data();
+}
+
+std::string chunk_where(const ChunkId& id, const std::string& where) { return "chunk " + id.hex() + " in " + where; }
+
+// Decompresses `payload` into `out` (exactly raw_len bytes) or copies it; throws kCorrupt.
+void expand(Codec::Impl& codec, const ChunkId& id, std::string_view payload, Compression compression, uint32_t raw_len, char* out,
+            const std::string& where) {
+  if (compression == Compression::kNone) {
+    if (payload.size() != raw_len) fail(ErrorKind::kCorrupt, chunk_where(id, where) + ": stored length does not match the index");
+    if (payload.data() != out) std::memcpy(out, payload.data(), raw_len);
+  } else if (compression == Compression::kZstd) {
+    // One frame that decompresses to exactly raw_len bytes, with nothing after it.
+    if (ZSTD_findFrameCompressedSize(payload.data(), payload.size()) != payload.size())
+      fail(ErrorKind::kCorrupt, chunk_where(id, where) + ": compressed data is damaged or has bytes after its frame");
+    size_t n = ZSTD_decompressDCtx(codec.dctx, out, raw_len, payload.data(), payload.size());
+    if (ZSTD_isError(n) || n != raw_len) fail(ErrorKind::kCorrupt, chunk_where(id, where) + ": compressed data is damaged");
+  } else {
+    fail(ErrorKind::kCorrupt, chunk_where(id, where) + ": unknown compression " + std::to_string(int(compression)));
+  }
+}
+
+void check_id(Codec::Impl& codec, const ChunkId& id, const char* data, uint32_t len, const std::string& where) {
+  if (!(hmac_id(codec, data, len) == id)) fail(ErrorKind::kCorrupt, chunk_where(id, where) + ": content does not hash to its id");
+}
+
+}  // namespace
+
+ChunkId Codec::chunk_id(const void* data, size_t len) { return hmac_id(*impl_, data, len); }
+
+void seal_chunk(Codec::Impl& codec, const ChunkId& id, const void* data, size_t len, Compression* compression, std::string& out) {
+  if (len > UINT32_MAX) fail(ErrorKind::kInvalidArgument, "chunk of " + std::to_string(len) + " bytes is too large");
   std::string& comp = codec.comp_buf;
   comp.resize(ZSTD_compressBound(len));
   size_t n = ZSTD_compress2(codec.cctx, comp.data(), comp.size(), data, len);
@@ -185,52 +268,52 @@ std::string seal_chunk(Codec::Impl& codec, const ChunkId& id, const void* data, 
     payload_len = n;
     *compression = Compression::kZstd;
   }
-  std::string out;
-  seal_into(codec.cipher.ctx, codec.keys.enc.data(), chunk_aad(id), payload, payload_len, out);
-  return out;
+  if (codec.keys.data.empty()) {
+    // A connector's view: the server verifies and seals it (verify_and_seal_chunk).
+    out.assign(kNonceSize, '\0');
+    out.append(static_cast<const char*>(payload), payload_len);
+    out.append(kTagSize, '\0');
+    return;
+  }
+  seal_into(codec.cipher.ctx, codec.keys.data.back().data(), ChunkAad(id, *compression, static_cast<uint32_t>(len)), payload, payload_len,
+            out);
 }
 
-namespace {
-
-// Authenticates and decrypts a chunk's box into `target` (box.size() - kBoxOverhead bytes); `where` names the pack.
-void unseal_chunk(Codec::Impl& codec, const ChunkId& id, std::string_view box, unsigned char* target, const std::string& where) {
-  if (!unseal_into(codec.cipher.ctx, codec.keys.enc.data(), chunk_aad(id), box, target))
-    fail(ErrorKind::kCrypto, "chunk " + id.hex() + " in " + where + ": authentication failed (the data is damaged or altered, or was sealed with another key)");
-}
-
-void check_box_size(const ChunkId& id, std::string_view box, const std::string& where) {
-  if (box.size() < kBoxOverhead) fail(ErrorKind::kCorrupt, "chunk " + id.hex() + " in " + where + ": stored blob is too short");
-}
-
-}  // namespace
-
-void open_chunk(Codec::Impl& codec, const ChunkId& id, std::string_view box, Compression compression, uint32_t raw_len,
+void open_chunk(Codec::Impl& codec, uint32_t key, const ChunkId& id, std::string_view box, Compression compression, uint32_t raw_len,
                 char* out, const std::string& where) {
-  check_box_size(id, box, where);
+  if (box.size() < kBoxOverhead) fail(ErrorKind::kCorrupt, chunk_where(id, where) + ": stored blob is too short");
   size_t plain_len = box.size() - kBoxOverhead;
-  unsigned char* target;
+  const uint8_t* k = data_key(codec, key, where);
+  // Uncompressed chunks decrypt straight into `out` (their length is checked first), compressed ones into scratch.
+  char* target;
   if (compression == Compression::kNone) {
-    if (plain_len != raw_len)
-      fail(ErrorKind::kCorrupt, "chunk " + id.hex() + " in " + where + ": stored length does not match the index");
-    target = reinterpret_cast<unsigned char*>(out);
+    if (plain_len != raw_len) fail(ErrorKind::kCorrupt, chunk_where(id, where) + ": stored length does not match the index");
+    target = out;
   } else {
-    codec.box_plain.resize(plain_len);
-    target = reinterpret_cast<unsigned char*>(codec.box_plain.data());
+    target = codec.plain_buffer(plain_len);
   }
-  unseal_chunk(codec, id, box, target, where);
-  if (compression == Compression::kZstd) {
-    size_t n = ZSTD_decompressDCtx(codec.dctx, out, raw_len, codec.box_plain.data(), plain_len);
-    if (ZSTD_isError(n) || n != raw_len)
-      fail(ErrorKind::kCorrupt, "chunk " + id.hex() + " in " + where + ": compressed data is damaged");
-  } else if (compression != Compression::kNone) {
-    fail(ErrorKind::kCorrupt, "chunk " + id.hex() + " in " + where + ": unknown compression " + std::to_string(int(compression)));
-  }
+  if (!unseal_into(codec.cipher.ctx, k, ChunkAad(id, compression, raw_len), box, reinterpret_cast<unsigned char*>(target)))
+    fail(ErrorKind::kCrypto, chunk_where(id, where) +
+                                 ": authentication failed (the data is damaged or altered, or was sealed with another key)");
+  expand(codec, id, std::string_view(target, plain_len), compression, raw_len, out, where);
+  check_id(codec, id, out, raw_len, where);
 }
 
-void authenticate_chunk(Codec::Impl& codec, const ChunkId& id, std::string_view box, const std::string& where) {
-  check_box_size(id, box, where);
-  codec.box_plain.resize(box.size() - kBoxOverhead);
-  unseal_chunk(codec, id, box, reinterpret_cast<unsigned char*>(codec.box_plain.data()), where);
+void verify_and_seal_chunk(Codec::Impl& codec, uint32_t key, const ChunkId& id, char* box, size_t box_len, Compression compression,
+                           uint32_t raw_len, const std::string& where) {
+  if (box_len < kBoxOverhead) fail(ErrorKind::kCorrupt, chunk_where(id, where) + ": blob is too short");
+  size_t payload_len = box_len - kBoxOverhead;
+  std::string_view payload(box + kNonceSize, payload_len);
+  if (compression == Compression::kNone) {
+    if (payload_len != raw_len) fail(ErrorKind::kCorrupt, chunk_where(id, where) + ": its length does not match its entry");
+    check_id(codec, id, payload.data(), raw_len, where);
+  } else {
+    char* plain = codec.plain_buffer(raw_len);
+    expand(codec, id, payload, compression, raw_len, plain, where);
+    check_id(codec, id, plain, raw_len, where);
+  }
+  seal_at(codec.cipher.ctx, data_key(codec, key, where), ChunkAad(id, compression, raw_len), box + kNonceSize, payload_len,
+          reinterpret_cast<unsigned char*>(box));
 }
 
 }  // namespace ferry::store

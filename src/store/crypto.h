@@ -6,44 +6,54 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "store/repository.h"
 
 namespace ferry::store {
 
-// The two secrets of a repository: the AES-256-GCM data key and the HMAC-SHA-256 key for chunk ids.
-struct DataKeys {
-  std::array<uint8_t, 32> enc{};
-  std::array<uint8_t, 32> id{};
-};
-
 constexpr size_t kNonceSize = 12;
 constexpr size_t kTagSize = 16;
 constexpr size_t kBoxOverhead = kNonceSize + kTagSize;
 
-// AES-256-GCM box: nonce(12) || ciphertext || tag(16). `aad` binds the box to its role.
+// AES-256-GCM box: nonce(12) || ciphertext || tag(16). `aad` binds the box to its role. Any length up to what
+// memory holds (OpenSSL's int-sized updates are fed in pieces).
 std::string seal(const uint8_t key[32], std::string_view aad, std::string_view plaintext);
 // Throws kCrypto with `what` in the message if authentication fails.
 std::string unseal(const uint8_t key[32], std::string_view aad, std::string_view box, const std::string& what);
+// Seals box[kNonceSize .. box_len - kTagSize) in place and fills in nonce and tag. REQUIRES: box_len >= kBoxOverhead.
+void seal_in_place(const uint8_t key[32], std::string_view aad, char* box, size_t box_len);
 
 void random_bytes(void* out, size_t len);
 std::string sha256(std::string_view data);
+// Overwrites secret bytes (OPENSSL_cleanse: not optimised away).
+void wipe(void* p, size_t n);
 
 enum class Compression : uint8_t { kNone = 0, kZstd = 1 };
 
 // A page-aligned per-codec scratch buffer of at least n bytes (for reading blobs).
 char* codec_scratch(Codec::Impl& codec, size_t n);
 std::unique_ptr<Codec::Impl> make_codec(const DataKeys& keys, int zstd_level);
-// Compresses (when it pays) and encrypts a chunk; the box's AAD is 'C' || chunk id.
-std::string seal_chunk(Codec::Impl& codec, const ChunkId& id, const void* data, size_t len, Compression* compression);
-// Decrypts and decompresses a chunk into `out` (exactly raw_len bytes). `where` names the pack for errors.
-void open_chunk(Codec::Impl& codec, const ChunkId& id, std::string_view box, Compression compression, uint32_t raw_len,
+
+// Compresses (when it pays) and seals a chunk under the current data key into `out`; the box's AAD binds the chunk
+// id, the compression and the plaintext length (docs/formats.md §5). A codec without data keys (a connector's view)
+// writes the same layout unsealed: zero nonce, the payload in clear, zero tag, for the server to seal in place.
+void seal_chunk(Codec::Impl& codec, const ChunkId& id, const void* data, size_t len, Compression* compression, std::string& out);
+
+// Opens a stored chunk sealed under data key `key`: authenticates, decrypts, decompresses into `out` (exactly raw_len
+// bytes) and checks that its HMAC is `id`, so a chunk read back is the chunk that was replicated. `where` names the
+// pack for errors.
+void open_chunk(Codec::Impl& codec, uint32_t key, const ChunkId& id, std::string_view box, Compression compression, uint32_t raw_len,
                 char* out, const std::string& where);
 
-// Checks a chunk's box authenticates under its id without decompressing it.
-void authenticate_chunk(Codec::Impl& codec, const ChunkId& id, std::string_view box, const std::string& where);
+// The server's acceptance of one unsealed blob from a connector (`box`, laid out as seal_chunk writes it without
+// keys): the payload must decompress to exactly raw_len bytes whose HMAC is `id`; then it is sealed in place under
+// data key `key`. Throws kCorrupt naming the chunk and `where`; the box is unchanged then.
+void verify_and_seal_chunk(Codec::Impl& codec, uint32_t key, const ChunkId& id, char* box, size_t box_len, Compression compression,
+                           uint32_t raw_len, const std::string& where);
 
 std::string zstd_compress(std::string_view data, int level);
+// One zstd frame that records its content size (at most max_size) and nothing after it.
 std::string zstd_decompress(std::string_view data, size_t max_size, const std::string& what);
 
 }  // namespace ferry::store

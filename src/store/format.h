@@ -10,42 +10,54 @@
 
 namespace ferry::store {
 
-inline constexpr std::string_view kPackMagic = "FRYPACK1";      // last 8 bytes of a pack
-inline constexpr std::string_view kPackHeaderMagic = "FPH1";
-inline constexpr std::string_view kIndexMagic = "FIX1";
+inline constexpr std::string_view kPackMagic = "FRYPACK2";      // last 8 bytes of a stored pack
+inline constexpr std::string_view kWirePackMagic = "FRYWIRE2";  // last 8 bytes of a pack as a connector sends it
+inline constexpr std::string_view kPackHeaderMagic = "FPH2";
+inline constexpr std::string_view kIndexMagic = "FIX2";
 inline constexpr std::string_view kSnapshotMagic = "FSN1";
 inline constexpr size_t kPackEntrySize = 32 + 4 + 4 + 4 + 1;
-inline constexpr size_t kPackTrailerSize = 4 + 8;
+inline constexpr size_t kPackTrailerSize = 4 + 4 + 8;  // header box length, data key number, magic
 
-struct PackEntry {
-  ChunkId id;
-  uint32_t offset = 0;
-  uint32_t stored_len = 0;
-  uint32_t raw_len = 0;
-  uint8_t compression = 0;
-};
-
-struct PackListing {
-  std::string pack;  // 64 hex digits
-  std::vector<PackEntry> entries;
-};
+// Largest objects read whole: what a legitimate store can hold (an index file of kMaxIndexEntries, a snapshot of a
+// disk with 2^31 bytes of chunk table), so a planted multi-GiB file is refused by name instead of read.
+inline constexpr uint64_t kMaxIndexObject = uint64_t{1} << 30;
+inline constexpr uint64_t kMaxSnapshotObject = (uint64_t{1} << 31) + 4096;
+inline constexpr uint64_t kMaxSmallObject = uint64_t{1} << 20;  // config, key file
 
 std::string encode_pack_header(const std::vector<PackEntry>& entries);
 std::vector<PackEntry> decode_pack_header(std::string_view plaintext, const std::string& what);
-// What closes pack `name` after its blobs: the sealed header, its length and the magic.
-std::string encode_pack_trailer(const Repository& repo, const std::string& name, const std::vector<PackEntry>& entries);
-// Reads and authenticates the header at the end of pack `name`; throws kCorrupt / kCrypto naming the pack.
-std::vector<PackEntry> read_pack_header(const Repository& repo, Backend& backend, const std::string& name);
-// The same for a pack held in memory (an upload); `what` names it in errors.
-std::vector<PackEntry> parse_pack_header(const Repository& repo, const std::string& name, std::string_view pack, const std::string& what);
+// What closes pack `name` after its blobs: the header box (sealed under data key `key`; from a view, the same layout
+// unsealed), its length, the key number and the magic.
+std::string encode_pack_trailer(const Repository& repo, const std::string& name, uint32_t key, const std::vector<PackEntry>& entries);
+// Reads and authenticates the header at the end of stored pack `name`; throws kCorrupt / kCrypto naming the pack.
+PackListing read_pack_header(const Repository& repo, Backend& backend, const std::string& name);
 
+// A pack as a connector uploads it (kWirePackMagic): blobs back to back from offset 0, each laid out as a box with
+// zero nonce and tag around its payload, then the header plaintext laid out the same way. parse_wire_pack checks the
+// layout (blobs in order, covering everything before the header, lengths within `chunk_size`, no id twice) and
+// returns the entries; header_offset is where the header box starts.
+struct WirePack {
+  std::vector<PackEntry> entries;
+  size_t header_offset = 0;
+  size_t header_len = 0;
+};
+WirePack parse_wire_pack(std::string_view pack, uint32_t chunk_size, const std::string& what);
+
+// Index files: plaintext, compressed and sealed by the caller.
 std::string encode_index(const std::vector<PackListing>& packs);
 std::vector<PackListing> decode_index(std::string_view plaintext, const std::string& what);
 
+// Snapshots: plaintext (formats.md §11).
 std::string encode_snapshot(const Snapshot& s);
 Snapshot decode_snapshot(std::string_view plaintext, const std::string& id);
 
+// zstd level 3 / one bounded frame: index files and snapshots are stored compressed.
+std::string compress_object(std::string_view plaintext);
+std::string decompress_object(std::string_view compressed, uint64_t max_size, const std::string& what);
+
 std::string new_object_name();  // 64 random hex digits
+// Object names are 64 lower-case hex digits (packs, index files), snapshot ids 32.
+bool is_lower_hex(std::string_view name, size_t digits);
 
 // Index files hold at most this many entries (~190 MB of plaintext), well inside what readers accept.
 inline constexpr size_t kMaxIndexEntries = size_t{4} << 20;

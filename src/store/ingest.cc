@@ -1,10 +1,12 @@
-// The two ends of a connector upload: a repository view that seals chunks where the disk is, and the server-side
-// checks that accept its packs, index files and snapshots into the real repository.
+// The two ends of a connector upload: a repository view that names and compresses chunks where the disk is (it holds
+// the id key only), and the server's acceptance of its packs and snapshots: every chunk verified against its id,
+// then sealed and indexed by the server itself.
 #include <algorithm>
 #include <cstring>
 #include <unordered_set>
 
 #include "common/error.h"
+#include "common/fault.h"
 #include "common/hex.h"
 #include "store/crypto.h"
 #include "store/format.h"
@@ -12,112 +14,108 @@
 
 namespace ferry::store {
 
-std::string Repository::data_keys() const {
-  std::string keys(64, 0);
-  std::memcpy(keys.data(), enc_key_.data(), 32);
-  std::memcpy(keys.data() + 32, id_key_.data(), 32);
-  return keys;
-}
-
-std::unique_ptr<Repository> Repository::open_view(std::unique_ptr<Backend> backend, const RepositoryConfig& config,
-                                                  std::string_view data_keys, std::function<std::vector<ChunkId>()> known) {
-  if (data_keys.size() != 64) fail(ErrorKind::kInvalidArgument, "data keys must be 64 bytes");
-  if (!known) fail(ErrorKind::kInvalidArgument, "a repository view needs the list of known chunks");
+std::unique_ptr<Repository> Repository::open_view(std::unique_ptr<Backend> backend, const RepositoryConfig& config, std::string_view id_key,
+                                                  Lookup lookup, std::vector<Snapshot> parents) {
+  if (id_key.size() != 32) fail(ErrorKind::kInvalidArgument, "a repository view needs the 32-byte id key");
+  if (!lookup) fail(ErrorKind::kInvalidArgument, "a repository view needs a way to ask which chunks the server lacks");
   std::unique_ptr<Repository> repo(new Repository());
   repo->config_ = config;
-  std::memcpy(repo->enc_key_.data(), data_keys.data(), 32);
-  std::memcpy(repo->id_key_.data(), data_keys.data() + 32, 32);
+  std::memcpy(repo->keys_.id.data(), id_key.data(), 32);
   repo->backend_ = std::move(backend);
-  repo->known_ = std::move(known);
+  repo->view_ = true;
+  repo->lookup_ = std::move(lookup);
+  repo->parents_ = std::move(parents);
   repo->load_index();
   return repo;
 }
 
-std::vector<ChunkId> Repository::chunk_ids() const {
+std::string Repository::id_key() const { return std::string(reinterpret_cast<const char*>(keys_.id.data()), keys_.id.size()); }
+
+std::string Repository::snapshot_plaintext(const std::string& id) const {
+  if (view_) fail(ErrorKind::kUnsupported, "a repository view holds no snapshots");
+  std::string what = "snapshot '" + id + "'";
+  uint64_t size = backend_->size(ObjectType::kSnapshot, id);
+  if (size > kMaxSnapshotObject) fail(ErrorKind::kCorrupt, what + " is " + std::to_string(size) + " bytes, larger than any snapshot ferry writes");
+  return unseal_object('S', id, backend_->get(ObjectType::kSnapshot, id), what);
+}
+
+Snapshot decode_snapshot_plaintext(std::string_view compressed, const std::string& id) {
+  std::string what = "snapshot '" + id + "'";
+  return decode_snapshot(decompress_object(compressed, kMaxSnapshotObject, what), id);
+}
+
+void Repository::note_present(const std::vector<ChunkId>& ids) {
+  const Location remote{UINT32_MAX, 0, 0, 0, 0};
+  std::unique_lock lock(mu_);
+  for (auto& id : ids) index_.emplace(id, remote);
+}
+
+std::vector<bool> Repository::lacks(const std::vector<ChunkId>& ids) const {
+  std::vector<bool> out(ids.size());
   std::shared_lock lock(mu_);
-  std::vector<ChunkId> ids;
-  ids.reserve(index_.size());
-  for (auto& [id, loc] : index_) ids.push_back(id);
-  return ids;
+  for (size_t i = 0; i < ids.size(); i++) out[i] = !index_.count(ids[i]);
+  return out;
 }
 
-namespace {
-
-// Object names are 64 lower-case hex digits (packs, index files), snapshot ids 32.
-bool is_lower_hex(const std::string& name, size_t digits) {
-  return name.size() == digits && std::all_of(name.begin(), name.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
-}
-
-}  // namespace
-
-void Repository::receive_pack(const std::string& name, std::string_view bytes, Verify verify) {
+void Repository::receive_pack(const std::string& name, char* data, size_t size) {
   if (!is_lower_hex(name, 64)) fail(ErrorKind::kInvalidArgument, "pack name '" + name + "' is not 64 lower-case hex digits");
-  if (known_) fail(ErrorKind::kUnsupported, "a repository view cannot receive packs");
+  if (view_) fail(ErrorKind::kUnsupported, "a repository view cannot receive packs");
   {
     std::shared_lock lock(mu_);
     if (pack_numbers_.count(name)) return;  // a retried upload of a pack already stored
   }
   std::string where = "uploaded pack '" + name + "'";
-  auto entries = parse_pack_header(*this, name, bytes, where);
+  // Blob offsets and lengths are u32 (formats.md §9).
+  if (size > UINT32_MAX) fail(ErrorKind::kInvalidArgument, where + " is " + std::to_string(size) + " bytes; packs are below 4 GiB");
+  WirePack wire = parse_wire_pack(std::string_view(data, size), config_.chunk_size, where);
+  uint32_t key = current_key();
   auto codec = new_codec();
-  std::string plain;
-  for (auto& e : entries) {
-    std::string_view box = bytes.substr(e.offset, e.stored_len);
-    if (verify == Verify::kFull) {
-      plain.resize(e.raw_len);
-      open_chunk(*codec->impl_, e.id, box, static_cast<Compression>(e.compression), e.raw_len, plain.data(), where);
-      if (!(codec->chunk_id(plain.data(), plain.size()) == e.id))
-        fail(ErrorKind::kCorrupt, "chunk " + e.id.hex() + " in " + where + ": content does not match its id");
-    } else {
-      authenticate_chunk(*codec->impl_, e.id, box, where);
-    }
-  }
-  auto writer = backend_->create(ObjectType::kPack);
-  writer->append(bytes);
-  writer->commit(name);
-  std::unique_lock lock(mu_);
-  uint32_t p = add_pack_locked(name);
-  for (auto& e : entries) index_.emplace(e.id, Location{p, e.offset, e.stored_len, e.raw_len, e.compression});
-  unindexed_.push_back(name);
-}
-
-void Repository::receive_index(const std::string& name, std::string_view box) {
-  if (!is_lower_hex(name, 64)) fail(ErrorKind::kInvalidArgument, "index name '" + name + "' is not 64 lower-case hex digits");
-  std::string what = "uploaded index '" + name + "'";
-  auto listings = decode_index(unseal_object('I', name, box, what), what);
+  for (auto& e : wire.entries)
+    verify_and_seal_chunk(*codec->impl_, key, e.id, data + e.offset, e.stored_len, static_cast<Compression>(e.compression), e.raw_len, where);
   {
-    std::shared_lock lock(mu_);
-    for (auto& l : listings) {
-      auto p = pack_numbers_.find(l.pack);
-      if (p == pack_numbers_.end()) fail(ErrorKind::kInvalidArgument, what + " lists pack '" + l.pack + "', which was never uploaded");
-      for (auto& e : l.entries) {
-        auto it = index_.find(e.id);
-        bool match = it != index_.end() && it->second.pack == p->second && it->second.offset == e.offset &&
-                     it->second.stored_len == e.stored_len && it->second.raw_len == e.raw_len;
-        // A chunk stored twice (two connectors racing) is indexed at its first copy; accept the listing if the
-        // pack really holds it, which the pack's own trailer decides.
-        if (!match) {
-          auto trailer = read_pack_header(*this, *backend_, l.pack);
-          bool in_pack = std::any_of(trailer.begin(), trailer.end(), [&](const PackEntry& t) {
-            return t.id == e.id && t.offset == e.offset && t.stored_len == e.stored_len && t.raw_len == e.raw_len;
-          });
-          if (!in_pack) fail(ErrorKind::kCorrupt, what + ": its entry for chunk " + e.id.hex() + " does not match pack '" + l.pack + "'");
-        }
-      }
+    std::array<uint8_t, 32> k;
+    {
+      std::shared_lock lock(mu_);
+      k = keys_.data[key];
     }
+    seal_in_place(k.data(), "ferry-object:P:" + name, data + wire.header_offset, wire.header_len);
+    wipe(k.data(), k.size());
   }
-  if (!backend_->exists(ObjectType::kIndex, name)) backend_->put(ObjectType::kIndex, name, box);
-  std::unordered_set<std::string> covered;
-  for (auto& l : listings) covered.insert(l.pack);
+  std::memcpy(data + size - 12, &key, 4);
+  std::memcpy(data + size - 8, kPackMagic.data(), kPackMagic.size());
+  auto writer = backend_->create(ObjectType::kPack);
+  writer->append(std::string_view(data, size));
+  writer->commit(name);
+  // Indexed from the listing verified above; a chunk the store already has keeps its first (verified) location.
   std::unique_lock lock(mu_);
-  std::erase_if(unindexed_, [&](const std::string& p) { return covered.count(p) > 0; });
+  uint32_t p = add_pack_locked(name, key);
+  for (auto& e : wire.entries) index_.emplace(e.id, Location{p, e.offset, e.stored_len, e.raw_len, e.compression});
+  unindexed_.push_back({name, key, std::move(wire.entries)});
 }
 
-Snapshot Repository::receive_snapshot(const std::string& id, std::string_view box) {
-  if (!is_lower_hex(id, 32))
-    fail(ErrorKind::kInvalidArgument, "snapshot id '" + id + "' is not 32 lower-case hex digits");
+uint64_t Repository::index_unindexed() {
+  std::vector<PackListing> listings;
+  {
+    std::unique_lock lock(mu_);
+    listings.swap(unindexed_);
+  }
+  if (listings.empty()) return 0;
+  try {
+    return write_index_files(*this, *backend_, listings);
+  } catch (...) {
+    std::unique_lock lock(mu_);  // not indexed after all: the next call tries again (a restart adopts them anyway)
+    unindexed_.insert(unindexed_.end(), std::make_move_iterator(listings.begin()), std::make_move_iterator(listings.end()));
+    throw;
+  }
+}
+
+Snapshot Repository::receive_snapshot(const std::string& id, std::string_view data) {
+  if (!is_lower_hex(id, 32)) fail(ErrorKind::kInvalidArgument, "snapshot id '" + id + "' is not 32 lower-case hex digits");
+  if (view_) fail(ErrorKind::kUnsupported, "a repository view cannot receive snapshots");
   std::string what = "uploaded snapshot '" + id + "'";
-  Snapshot s = decode_snapshot(unseal_object('S', id, box, what), id);
+  std::lock_guard receiving(receive_mu_);  // one at a time: the id check and the write are one step
+  std::string plain = decompress_object(data, kMaxSnapshotObject, what);
+  Snapshot s = decode_snapshot(plain, id);
   if (s.chunk_size != config_.chunk_size) fail(ErrorKind::kCorrupt, what + ": chunk size differs from the store's");
   if (!(s.compute_digest() == s.digest)) fail(ErrorKind::kCorrupt, what + ": its digest does not match its chunk table");
   {
@@ -129,7 +127,16 @@ Snapshot Repository::receive_snapshot(const std::string& id, std::string_view bo
     if (missing)
       fail(ErrorKind::kCorrupt, what + " references " + std::to_string(missing) + " chunk(s) the store does not have (first: " + first + ")");
   }
-  if (!backend_->exists(ObjectType::kSnapshot, id)) backend_->put(ObjectType::kSnapshot, id, box);
+  if (backend_->exists(ObjectType::kSnapshot, id)) {
+    // A retried upload is the same snapshot; anything else under that id is refused, never stored over it.
+    std::string stored_what = "snapshot '" + id + "'";
+    std::string stored = decompress_object(unseal_object('S', id, backend_->get(ObjectType::kSnapshot, id), stored_what), kMaxSnapshotObject,
+                                           stored_what);
+    if (stored != plain) fail(ErrorKind::kConflict, what + ": a different snapshot with this id is already stored");
+    return s;
+  }
+  index_unindexed();  // packs, then an index listing them, then the snapshot (formats.md §3)
+  backend_->put(ObjectType::kSnapshot, id, seal_object('S', id, data));  // `data` is one checked zstd frame
   return s;
 }
 

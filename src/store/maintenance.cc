@@ -44,8 +44,11 @@ CheckReport check(Repository& repo, bool read_data, Progress* progress) {
     std::string name = repo.pack_name(p);
     try {
       auto header = read_pack_header(repo, backend, name);
+      if (header.key != repo.pack_key(p))
+        r.errors.push_back("pack '" + name + "': the index says data key " + std::to_string(repo.pack_key(p)) + ", its trailer " +
+                           std::to_string(header.key));
       std::unordered_map<ChunkId, PackEntry, ChunkIdHash> by_id;
-      for (auto& e : header) by_id.emplace(e.id, e);
+      for (auto& e : header.entries) by_id.emplace(e.id, e);
       for (auto& [id, loc] : contents.entries) {
         auto it = by_id.find(id);
         if (it == by_id.end() || it->second.offset != loc.offset || it->second.stored_len != loc.stored_len ||
@@ -88,8 +91,8 @@ CheckReport check(Repository& repo, bool read_data, Progress* progress) {
           try {
             if (static_cast<uint64_t>(loc.offset) + loc.stored_len > data.size()) fail(ErrorKind::kCorrupt, "blob extends past the end of the pack");
             plain.resize(loc.raw_len);
+            // Authenticates, decompresses and recomputes the chunk's HMAC.
             repo.open_blob(*codec, id, loc, std::string_view(data).substr(loc.offset, loc.stored_len), plain.data(), name);
-            if (!(codec->chunk_id(plain.data(), plain.size()) == id)) fail(ErrorKind::kCorrupt, "content does not hash to its id");
           } catch (const Error& e) {
             err = e.what();
           }
@@ -144,7 +147,7 @@ uint64_t repair(Repository& repo, const CheckReport& report) {
   uint64_t dropped = 0;
   std::vector<PackListing> listings;
   for (auto& [p, contents] : entries_by_pack(repo)) {
-    PackListing l{repo.pack_name(p), {}};
+    PackListing l{repo.pack_name(p), repo.pack_key(p), {}};
     for (auto& [id, loc] : contents.entries) {
       if (damaged.count(id.hex())) dropped++;
       else l.entries.push_back({id, loc.offset, loc.stored_len, loc.raw_len, loc.compression});
@@ -178,23 +181,32 @@ PruneReport prune(Repository& repo) {
   auto old_indexes = backend.list(ObjectType::kIndex);
   std::vector<PackListing> keep;
   std::vector<std::string> obsolete;
-  std::unique_ptr<ObjectWriter> out;
-  std::vector<PackEntry> out_entries;
+  // Blobs are copied verbatim, so each goes to a new pack sealed under the key it was sealed under.
+  struct Output {
+    std::unique_ptr<ObjectWriter> file;
+    std::vector<PackEntry> entries;
+  };
+  std::map<uint32_t, Output> outputs;
   std::unordered_set<ChunkId, ChunkIdHash> placed;
 
-  auto flush = [&] {
-    if (!out) return;
+  auto flush_key = [&](uint32_t key) {
+    Output& out = outputs[key];
+    if (!out.file) return;
     std::string name = new_object_name();
-    out->append(encode_pack_trailer(repo, name, out_entries));
-    out->commit(name);
+    out.file->append(encode_pack_trailer(repo, name, key, out.entries));
+    out.file->commit(name);
     report.packs_written++;
-    keep.push_back({name, std::move(out_entries)});
-    out_entries.clear();
-    out.reset();
+    keep.push_back({name, key, std::move(out.entries)});
+    out.entries.clear();
+    out.file.reset();
+  };
+  auto flush = [&] {
+    for (auto& [key, out] : outputs) flush_key(key);
   };
 
   for (auto& [p, contents] : packs) {
     std::string name = repo.pack_name(p);
+    uint32_t key = repo.pack_key(p);
     report.bytes_before += backend.size(ObjectType::kPack, name);
     std::vector<std::pair<ChunkId, Location>> live_here, dead_here;
     for (auto& [id, loc] : contents.entries) {
@@ -208,7 +220,7 @@ PruneReport prune(Repository& repo) {
       }
     }
     if (dead_here.empty()) {
-      PackListing l{name, {}};
+      PackListing l{name, key, {}};
       for (auto& [id, loc] : live_here) l.entries.push_back({id, loc.offset, loc.stored_len, loc.raw_len, loc.compression});
       keep.push_back(std::move(l));
       continue;
@@ -223,10 +235,11 @@ PruneReport prune(Repository& repo) {
     report.packs_rewritten++;
     for (auto& [id, loc] : live_here) {
       std::string box = backend.get_range(ObjectType::kPack, name, loc.offset, loc.stored_len);
-      if (!out) out = backend.create(ObjectType::kPack);
-      out_entries.push_back({id, static_cast<uint32_t>(out->size()), loc.stored_len, loc.raw_len, loc.compression});
-      out->append(box);
-      if (out->size() >= repo.config().pack_size) flush();
+      Output& out = outputs[key];
+      if (!out.file) out.file = backend.create(ObjectType::kPack);
+      out.entries.push_back({id, static_cast<uint32_t>(out.file->size()), loc.stored_len, loc.raw_len, loc.compression});
+      out.file->append(box);
+      if (out.file->size() >= repo.config().pack_size) flush_key(key);
     }
   }
   flush();

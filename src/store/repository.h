@@ -71,8 +71,21 @@ struct InitOptions {
   std::string key_id;  // required with encrypt
 };
 
+// The secrets of a repository: the HMAC-SHA-256 key for chunk ids, and the AES-256-GCM data keys by number. Rotation
+// adds a data key; new data is sealed under the newest, older data stays readable under its own. A connector's view
+// holds the id key only (it never seals: the server does). Wiped from memory on destruction.
+struct DataKeys {
+  std::array<uint8_t, 32> id{};
+  std::vector<std::array<uint8_t, 32>> data;
+  DataKeys() = default;
+  DataKeys(const DataKeys&) = default;
+  DataKeys& operator=(const DataKeys&) = default;
+  ~DataKeys();
+  uint32_t current() const { return static_cast<uint32_t>(data.size() - 1); }  // REQUIRES: !data.empty()
+};
+
 struct RepositoryConfig {
-  int version = 1;
+  int version = 2;
   std::string id;
   uint32_t chunk_size = 0;
   uint32_t pack_size = 0;
@@ -81,9 +94,23 @@ struct RepositoryConfig {
   std::string key_id;
 };
 
+// One pack's blobs, as its header and the index files list them (formats.md §9-10).
+struct PackEntry {
+  ChunkId id;
+  uint32_t offset = 0;
+  uint32_t stored_len = 0;
+  uint32_t raw_len = 0;
+  uint8_t compression = 0;
+};
+struct PackListing {
+  std::string pack;  // 64 hex digits
+  uint32_t key = 0;  // data key its blobs and header are sealed under
+  std::vector<PackEntry> entries;
+};
+
 // Where a chunk is stored.
 struct Location {
-  uint32_t pack = 0;  // index into Repository::pack_names()
+  uint32_t pack = 0;  // Repository::pack_name() / pack_key() of this number
   uint32_t offset = 0;
   uint32_t stored_len = 0;
   uint32_t raw_len = 0;
@@ -140,6 +167,10 @@ class Codec {
 
 class Repository;
 
+// Decodes a snapshot's zstd-compressed plaintext (Repository::snapshot_plaintext, a parent handed to a connector).
+// Throws kCorrupt naming the snapshot.
+Snapshot decode_snapshot_plaintext(std::string_view compressed, const std::string& id);
+
 // One run's additions. add() is thread-safe; blobs are packed and written by a background thread.
 // Destroying a writer that was not committed deletes the packs it wrote (nothing references them).
 class ChunkWriter {
@@ -164,8 +195,8 @@ class Repository {
  public:
   // Creates config and key in an empty backend. Throws kInvalidArgument if a repository exists.
   static void init(Backend& backend, const InitOptions& options, const Keyring& keyring);
-  // Opens, unwrapping the data keys with the master key named in the config (if encrypted);
-  // a wrong master key fails with kCrypto before anything is read or written.
+  // Opens, unwrapping the keys with the master key named in the config (if encrypted); a wrong master key fails with
+  // kCrypto before anything is read or written. A store of format version 1 is refused with kUnsupported.
   static std::unique_ptr<Repository> open(std::unique_ptr<Backend> backend, const Keyring& keyring);
   ~Repository();
 
@@ -176,6 +207,7 @@ class Repository {
   // Index.
   std::optional<Location> find(const ChunkId& id) const;
   std::string pack_name(uint32_t pack) const;
+  uint32_t pack_key(uint32_t pack) const;  // the data key its blobs and header are sealed under
   size_t chunk_count() const;
   // Packs found on open that no index file lists (left by an interrupted run); they are indexed by the next commit.
   std::vector<std::string> unindexed_packs() const;
@@ -183,10 +215,11 @@ class Repository {
   std::vector<std::pair<std::string, std::string>> unreadable_packs() const;
   std::vector<std::pair<std::string, std::string>> unreadable_indexes() const;
 
-  // Reads, authenticates and decompresses a chunk into out[0 .. raw_len).
+  // Reads, authenticates and decompresses a chunk into out[0 .. raw_len) and checks its HMAC against `id`: what
+  // comes back is the chunk that was stored, or an error naming it.
   void read_chunk(Codec& codec, const ChunkId& id, char* out, uint32_t expected_len) const;
 
-  // Opens a blob already read from pack `pack` (check --read-data reads whole packs).
+  // Opens a blob already read from pack `pack` (check --read-data reads whole packs); checks the HMAC as read_chunk.
   void open_blob(Codec& codec, const ChunkId& id, const Location& loc, std::string_view box, char* out, const std::string& pack) const;
 
   std::unique_ptr<ChunkWriter> begin_write();
@@ -199,36 +232,62 @@ class Repository {
   std::vector<Snapshot> list_snapshots() const;
   // The newest snapshot with this name, if any.
   std::optional<Snapshot> latest_snapshot(const std::string& name) const;
-  // Stores the snapshot (assigning its id); returns the bytes written.
+  // Stores the snapshot (assigning its id); returns the bytes written. A view hands the server its plaintext.
   uint64_t save_snapshot(Snapshot& snapshot);
   void delete_snapshot(const std::string& id);
 
-  // Sealing of metadata objects (index, snapshot, pack header); the box is bound to its type and name,
-  // so a renamed or swapped object fails authentication.
+  // Sealing of metadata objects (index, snapshot): the current data key's number, then a box bound to the object's
+  // type and name, so a renamed or swapped object fails authentication (docs/formats.md §5).
   std::string seal_object(char type, const std::string& name, std::string_view plaintext) const;
-  std::string unseal_object(char type, const std::string& name, std::string_view box, const std::string& what) const;
+  std::string unseal_object(char type, const std::string& name, std::string_view sealed, const std::string& what) const;
+  // The pack header box is sealed under the pack's key (named in its trailer).
+  std::string seal_pack_header(uint32_t key, const std::string& name, std::string_view plaintext) const;
+  std::string unseal_pack_header(uint32_t key, const std::string& name, std::string_view box, const std::string& what) const;
+  bool is_view() const { return view_; }
+  uint32_t current_key() const;  // the data key new data is sealed under
+
+  // --- Keys ---
+  // Adds a data key and makes it current: data written from now on is sealed under it; older data stays readable
+  // under its own key. Rewrites keys/data atomically. With `new_master_key_id`, every key is also re-wrapped under that
+  // master key (and the config names it). REQUIRES: the write lock; not a view.
+  void rotate_keys(const Keyring& keyring, bool new_data_key, const std::string& new_master_key_id = "");
+  // SHA-256 (hex) of the key file as stored: a server records it and notices a swapped key file.
+  std::string key_file_digest() const;
 
   // --- Serving connectors (docs/formats.md, "Connector protocol") ---
-  // A connector reads, hashes, compresses and seals chunks itself, so it needs the data keys. The server hands
-  // them over its authenticated channel; the master key never leaves the server.
-  std::string data_keys() const;  // 64 bytes: encryption key || id key
-  // A view of a repository held elsewhere: what is written goes to `backend` (which uploads it), no index or pack
-  // is read; `known` lists the chunks the real repository has (it is called again by reload_index()).
-  // find() answers from `known` and this view's own writes; reading chunks is not possible.
-  static std::unique_ptr<Repository> open_view(std::unique_ptr<Backend> backend, const RepositoryConfig& config,
-                                               std::string_view data_keys, std::function<std::vector<ChunkId>()> known);
-  enum class Verify { kAuthenticate, kFull };
-  // Accepts a pack written by a view: its trailer must authenticate under `name`, every blob must lie inside it and
-  // authenticate under its chunk id (kFull also decompresses and recomputes every id). Then it is stored durably and
-  // indexed. Receiving a pack already stored is a no-op. Throws kCorrupt / kCrypto naming the pack; stores nothing then.
-  void receive_pack(const std::string& name, std::string_view bytes, Verify verify = Verify::kAuthenticate);
-  // Accepts an index file: it must authenticate and list only received packs, exactly as their trailers do.
-  void receive_index(const std::string& name, std::string_view box);
-  // Accepts a snapshot: it must authenticate under `id`, carry a correct digest and reference only stored chunks.
-  // Stores it and returns it decoded.
-  Snapshot receive_snapshot(const std::string& id, std::string_view box);
-  // Every chunk id in the index.
-  std::vector<ChunkId> chunk_ids() const;
+  // A connector's view of a repository held by the server: it holds the id key only (to name chunks), never a data
+  // key. Chunks it writes are compressed but not sealed, and go to `backend` (which uploads them) in the layout the
+  // server seals in place; nothing is read from the backend. find() answers from the chunks this view wrote, the
+  // parents' chunks, and what `lookup` said the server has: replicate() asks `lookup` (batched) which chunk ids the
+  // server lacks before compressing them. `parents` are the snapshots latest_snapshot() knows (chunk tables only).
+  using Lookup = std::function<std::vector<bool>(const std::vector<ChunkId>& ids)>;  // true = the server lacks it
+  static std::unique_ptr<Repository> open_view(std::unique_ptr<Backend> backend, const RepositoryConfig& config, std::string_view id_key,
+                                               Lookup lookup, std::vector<Snapshot> parents);
+  const Lookup* lookup() const { return lookup_ ? &lookup_ : nullptr; }
+  // A view notes ids the server said it has, so they are not asked for again.
+  void note_present(const std::vector<ChunkId>& ids);
+
+  // The id key a connector's view needs to name chunks (32 bytes). Never the data keys: those stay on the server.
+  std::string id_key() const;
+  // A stored snapshot's plaintext, zstd-compressed (formats.md §11): what a connector gets for a parent.
+  std::string snapshot_plaintext(const std::string& id) const;
+
+  // Which of `ids` the repository does not have (true = lacks).
+  std::vector<bool> lacks(const std::vector<ChunkId>& ids) const;
+  // Accepts a pack written by a view (formats.md §8, "wire pack"), in place: its listing must be well formed and
+  // cover the body exactly, and every blob must decompress to its length and hash to its chunk id. Then the server
+  // seals every blob and the header under its current data key in `data` itself, stores it durably and indexes it
+  // from the listing it verified. A chunk the store already has keeps its first location. Receiving a pack already
+  // stored is a no-op. Throws kCorrupt / kInvalidArgument naming the pack and the chunk; stores nothing then.
+  // REQUIRES: data[0 .. size) is writable; page-aligned memory lets the backend write it without a copy.
+  void receive_pack(const std::string& name, char* data, size_t size);
+  // Accepts a snapshot's plaintext (zstd-compressed, formats.md §11) from a view: it must decode, carry a correct
+  // digest and reference only stored chunks. Then it is sealed and stored under `id`; an id already stored is
+  // accepted again only with the same plaintext. Returns it decoded.
+  Snapshot receive_snapshot(const std::string& id, std::string_view plaintext);
+  // Writes an index file listing every pack no index file lists yet (received packs, adopted packs); the server calls
+  // it when a disk's snapshot arrives, so index files are only ever written by the server from packs it verified.
+  uint64_t index_unindexed();
 
   // Rebuilds the in-memory index from the backend (used by maintenance after rewriting indexes).
   void reload_index();
@@ -240,18 +299,27 @@ class Repository {
   friend class ChunkWriter;
   Repository() = default;
   void load_index();
-  uint32_t add_pack_locked(const std::string& name);
+  uint32_t add_pack_locked(const std::string& name, uint32_t key);
+  std::string unseal_with(uint32_t key, char type, const std::string& name, std::string_view box, const std::string& what) const;
 
   std::unique_ptr<Backend> backend_;
-  std::function<std::vector<ChunkId>()> known_;  // set for a view
+  bool view_ = false;
+  Lookup lookup_;                  // set for a view
+  std::vector<Snapshot> parents_;  // a view's parents
   RepositoryConfig config_;
-  std::array<uint8_t, 32> enc_key_{}, id_key_{};
+  DataKeys keys_;
+  std::string key_file_digest_;
   mutable std::shared_mutex mu_;
-  std::vector<std::string> packs_;
+  std::mutex receive_mu_;  // receive_snapshot
+  struct Pack {
+    std::string name;
+    uint32_t key;
+  };
+  std::vector<Pack> packs_;
   std::unordered_map<std::string, uint32_t> pack_numbers_;
   std::unordered_map<ChunkId, Location, ChunkIdHash> index_;
   std::vector<std::pair<ChunkId, Location>> duplicates_;
-  std::vector<std::string> unindexed_;
+  std::vector<PackListing> unindexed_;
   std::vector<std::pair<std::string, std::string>> unreadable_;
   std::vector<std::pair<std::string, std::string>> unreadable_indexes_;
 };

@@ -247,8 +247,9 @@ ServerProcess::~ServerProcess() {
 void ServerProcess::start(uint16_t port) {
   fs::path address = dir_ / "address";
   fs::remove(address);
+  // Exports may go anywhere in the test's own directory (the server refuses anything outside its --export-dir).
   std::vector<std::string> args = {"server", "--data", data_.string(), "--listen", "127.0.0.1:" + std::to_string(port), "--address-file",
-                                   address.string()};
+                                   address.string(), "--export-dir", dir_.parent_path().string()};
   if (!options_.tls_cert.empty()) args.insert(args.end(), {"--tls-cert", options_.tls_cert.string(), "--tls-key", options_.tls_key.string()});
   args.insert(args.end(), options_.args.begin(), options_.args.end());
   Env env = {{"FERRY_CONFIG", (dir_ / "ferry-config").string()}};

@@ -224,10 +224,44 @@ TEST_F(ServiceTest, AnotherConnectorCannotTouchTheRun) {
   std::string run = svc->start_on_demand_run(j, "");
   std::string token = svc->create_registration_token(std::chrono::hours(1));
   std::string other = svc->register_connector(token, {}).connector_id;
+  // Not even a run that has not begun yet (it would be the first to claim it).
+  EXPECT_EQ(type_of([&] { svc->fail_run(other, run, "not mine"); }), "UnauthorizedOperationException");
+  EXPECT_EQ(svc->catalog().get_run(run)->state, "PENDING");
   EXPECT_EQ(type_of([&] { svc->begin_run(other, run); }), "UnauthorizedOperationException");
   svc->begin_run(connector, run);
-  EXPECT_EQ(type_of([&] { svc->receive_pack(other, run, std::string(64, 'a'), "x"); }), "UnauthorizedOperationException");
-  EXPECT_EQ(type_of([&] { svc->known_chunks(other, "plain"); }), "UnauthorizedOperationException");
+  std::string pack = "x";
+  EXPECT_EQ(type_of([&] { svc->receive_pack(other, run, std::string(64, 'a'), pack.data(), pack.size()); }), "UnauthorizedOperationException");
+  EXPECT_EQ(type_of([&] { svc->lookup_chunks(other, run, {store::ChunkId{}}); }), "UnauthorizedOperationException");
+  EXPECT_EQ(type_of([&] { svc->parent_snapshot(other, run, std::string(32, 'a')); }), "UnauthorizedOperationException");
+  EXPECT_EQ(type_of([&] { svc->run_progress(other, run, {}); }), "UnauthorizedOperationException");
+  EXPECT_EQ(type_of([&] { svc->complete_run(other, run); }), "UnauthorizedOperationException");
+  EXPECT_EQ(type_of([&] { svc->fail_run(other, run, "not mine"); }), "UnauthorizedOperationException");
+  EXPECT_EQ(svc->catalog().get_run(run)->state, "ACTIVE");
+}
+
+TEST_F(ServiceTest, AConnectorReadsOnlyItsRunsParentsAndAsksAboutNoMoreChunksThanItsDisksHold) {
+  std::string j = job();
+  std::string run = svc->start_on_demand_run(j, "");
+  auto task = svc->begin_run(connector, run);
+  EXPECT_TRUE(task.parents.empty());
+  EXPECT_EQ(task.id_key.size(), 32u);
+  // No parent yet: any snapshot id is refused, whoever's it is.
+  EXPECT_EQ(type_of([&] { svc->parent_snapshot(connector, run, std::string(32, 'a')); }), "UnauthorizedOperationException");
+  // The lookup budget follows the run's disks (1 MiB here: 16 chunks, twice over, plus a fixed allowance).
+  std::vector<store::ChunkId> ids(Service::kMaxLookupIds);
+  size_t asked = 0;
+  std::string last;
+  for (int i = 0; i < 20 && last.empty(); i++) {
+    last = type_of([&] { svc->lookup_chunks(connector, run, ids); });
+    if (last == "no error") {
+      asked += ids.size();
+      last.clear();
+    }
+  }
+  EXPECT_EQ(last, "OperationNotPermittedException");
+  EXPECT_LE(asked, 65536u + 2 * 16u);
+  std::vector<store::ChunkId> too_many(Service::kMaxLookupIds + 1);
+  EXPECT_EQ(type_of([&] { svc->lookup_chunks(connector, run, too_many); }), "InvalidParameterException");
 }
 
 TEST_F(ServiceTest, DisassociatedConnectorLosesItsKeysAndIsToldSo) {

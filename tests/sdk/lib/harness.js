@@ -243,8 +243,9 @@ export class World {
     this.dataDir = data;
     this.credentials = { accessKeyId: init.accessKeyId, secretAccessKey: init.secretAccessKey };
     const addressFile = path.join(this.dir, 'address');
+    // Exports may go anywhere in the test's directory (the server writes only below its --export-dir).
     this.server = new Process('server', ['server', '--data', data, '--listen', '127.0.0.1:0', '--address-file', addressFile,
-      '--connector-timeout', String(connectorTimeout)], path.join(this.dir, 'server.log'), process.env);
+      '--connector-timeout', String(connectorTimeout), '--export-dir', this.dir], path.join(this.dir, 'server.log'), process.env);
     this.url = await waitFor('the server to write its address', () => {
       if (!this.server.running) throw new Error(`ferry server exited (${this.server.exitCode ?? this.server.exitSignal}):\n${this.server.tail()}`);
       return fs.existsSync(addressFile) && fs.readFileSync(addressFile, 'utf8').trim();
