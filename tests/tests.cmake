@@ -28,3 +28,6 @@ endif()
 ferry_unit_test(service_test ferry_service service/service_test.cc)
 ferry_unit_test(api_http_test ferry_api api/http_test.cc)
 target_link_libraries(api_http_test PRIVATE Boost::headers OpenSSL::SSL)
+# The standing adversarial suite: one test (or more) per class of defect a hostile user found (docs/security.md).
+ferry_test(e2e_adversarial_test e2e/adversarial_test.cc e2e/service.cc e2e/cli.cc)
+target_link_libraries(e2e_adversarial_test PRIVATE ferry_client)

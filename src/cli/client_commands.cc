@@ -85,9 +85,11 @@ int connectors_list(const ClientArgs& a) {
   return 0;
 }
 
-int connectors_token(const ClientArgs& a, int hours) {
+int connectors_token(const ClientArgs& a, int hours, const std::string& domain) {
   auto c = connect(a);
-  json r = c.ferry("CreateRegistrationToken", {{"validHours", hours}});
+  json in = {{"validHours", hours}};
+  if (!domain.empty()) in["trustDomain"] = domain;
+  json r = c.ferry("CreateRegistrationToken", in);
   if (a.json) return print_json(r), 0;
   std::cout << r["registrationToken"].get<std::string>() << "\n";
   std::cerr << "One-time registration token, valid until " << when(r, "expiresOn") << ". Start a connector with:\n  ferry connector --server "
@@ -359,10 +361,10 @@ int images_export(const ClientArgs& a, const std::string& image, const std::stri
   auto c = connect(a);
   c.set_retry_for(std::chrono::seconds(0));
   c.set_read_timeout(std::chrono::hours(24));
-  std::string abs = std::filesystem::absolute(output).string();
-  json r = c.ferry("ExportImage", {{"imageId", image}, {"diskName", disk}, {"format", format}, {"outputPath", abs}});
+  // The server resolves the name inside its export directory (relative, or absolute below it).
+  json r = c.ferry("ExportImage", {{"imageId", image}, {"diskName", disk}, {"format", format}, {"outputPath", output}});
   if (a.json) return print_json(r), 0;
-  std::cout << "Wrote " << abs << " (" << format << ") on the server.\n";
+  std::cout << "Wrote " << str(r, "outputPath") << " (" << format << ") on the server.\n";
   return 0;
 }
 
@@ -370,6 +372,61 @@ int images_delete(const ClientArgs& a, const std::string& image) {
   auto c = connect(a);
   c.ferry("DeleteImage", {{"imageId", image}});
   if (!a.json) std::cout << "Image " << image << " deleted; its space is reclaimed when no run writes to its store.\n";
+  return 0;
+}
+
+// --- stores ---
+
+int stores_list(const ClientArgs& a) {
+  auto c = connect(a);
+  json list = c.ferry("ListStores", json::object())["storeList"];
+  if (a.json) return print_json(list), 0;
+  std::vector<std::vector<std::string>> rows;
+  for (auto& s : list) {
+    std::string state = s.contains("error") ? "UNUSABLE: " + str(s, "error") : s.contains("full") ? "FULL: " + str(s, "full") : "ok";
+    rows.push_back({str(s, "name"), s.value("encrypted", false) ? "master key " + str(s, "keyId") : "no", std::to_string(s.value("dataKeys", 0)),
+                    std::to_string(s.value("images", 0)), human_bytes(s.value("freeBytes", uint64_t{0})) + " of " + human_bytes(s.value("sizeBytes", uint64_t{0})),
+                    std::to_string(s.value("activeRuns", json::array()).size()), state});
+  }
+  print_table({"STORE", "ENCRYPTED", "DATA KEYS", "IMAGES", "FREE", "RUNS", "STATE"}, rows);
+  return 0;
+}
+
+int stores_prune(const ClientArgs& a, const std::string& store) {
+  auto c = connect(a);
+  c.set_retry_for(std::chrono::seconds(0));
+  c.set_read_timeout(std::chrono::hours(24));
+  json r = c.ferry("PruneStore", {{"store", store}});
+  if (a.json) return print_json(r), 0;
+  std::cout << "Pruned store " << store << ": " << r.value("packsDeleted", 0) << " packs deleted, " << r.value("packsRewritten", 0) << " rewritten, "
+            << human_bytes(r.value("bytesBefore", uint64_t{0})) << " -> " << human_bytes(r.value("bytesAfter", uint64_t{0})) << ".\n";
+  return 0;
+}
+
+int stores_check(const ClientArgs& a, const std::string& store, bool read_data) {
+  auto c = connect(a);
+  c.set_retry_for(std::chrono::seconds(0));
+  c.set_read_timeout(std::chrono::hours(24));
+  json r = c.ferry("CheckStore", {{"store", store}, {"readData", read_data}});
+  if (a.json) {
+    print_json(r);
+    return r.value("ok", false) ? 0 : 1;
+  }
+  for (auto& n : r.value("notes", json::array())) std::cout << "note: " << n.get<std::string>() << "\n";
+  for (auto& e : r.value("errors", json::array())) std::cout << "error: " << e.get<std::string>() << "\n";
+  std::cout << "Store " << store << ": " << r.value("packs", 0) << " packs, " << r.value("chunks", 0) << " chunks, " << r.value("snapshots", 0)
+            << " snapshots" << (read_data ? ", every chunk read and hashed" : "") << ": " << (r.value("ok", false) ? "no errors" : "ERRORS") << ".\n";
+  return r.value("ok", false) ? 0 : 1;
+}
+
+int stores_rotate(const ClientArgs& a, const std::string& store, const std::string& master_key, bool no_new_data_key) {
+  auto c = connect(a);
+  json in = {{"store", store}, {"newDataKey", !no_new_data_key}};
+  if (!master_key.empty()) in["masterKeyId"] = master_key;
+  json r = c.ferry("RotateStoreKeys", in);
+  if (a.json) return print_json(r), 0;
+  std::cout << "Store " << store << ": " << r.value("dataKeys", 0) << " data key(s), new data sealed under the newest"
+            << (r.value("encrypted", false) ? "; every key wrapped by master key " + str(r, "keyId") : std::string()) << ".\n";
   return 0;
 }
 
@@ -393,9 +450,12 @@ void add_client_commands(CLI::App& app, std::function<int()>& action) {
   auto* con = app.add_subcommand("connectors", "Connectors registered with the server")->require_subcommand(1);
   verb(con, "list", "List connectors and their health")->callback([&] { action = [] { return connectors_list(ca); }; });
   static int hours = 24;
+  static std::string domain;
   auto* tok = verb(con, "token", "Create a one-time registration token for a new connector");
   tok->add_option("--valid-hours", hours, "Validity")->capture_default_str();
-  tok->callback([&] { action = [] { return connectors_token(ca, hours); }; });
+  tok->add_option("--trust-domain", domain,
+                  "The connector's trust domain (a site, a tenant): its servers go to stores of that domain, which deduplicate only among themselves");
+  tok->callback([&] { action = [] { return connectors_token(ca, hours, domain); }; });
   static std::string id;
   auto* dis = verb(con, "disassociate", "Disassociate a connector (its credentials stop working)");
   dis->add_option("connector-id", id)->required();
@@ -465,11 +525,28 @@ void add_client_commands(CLI::App& app, std::function<int()>& action) {
   ie->add_option("image-id", image)->required();
   ie->add_option("--disk", disk, "Disk name (needed when the image has several)");
   ie->add_option("--format,-f", format, "raw, qcow2, vmdk, vhd, vhd-fixed, vhdx or vdi")->capture_default_str();
-  ie->add_option("--output,-o", output, "Output path")->required();
+  ie->add_option("--output,-o", output, "Output path in the server's export directory (--export-dir)")->required();
   ie->callback([&] { action = [] { return images_export(ca, image, disk, format, output); }; });
   auto* idel = verb(images, "delete", "Delete an image");
   idel->add_option("image-id", image)->required();
   idel->callback([&] { action = [] { return images_delete(ca, image); }; });
+
+  auto* stores = app.add_subcommand("stores", "The server's image stores: space, prune, check, keys")->require_subcommand(1);
+  static std::string store, master_key;
+  static bool read_data = false, no_new_data_key = false;
+  verb(stores, "list", "List stores: encryption, keys, images, free space, whether full")->callback([&] { action = [] { return stores_list(ca); }; });
+  auto* sp = verb(stores, "prune", "Reclaim the space of deleted images now (refused while a run writes to the store)");
+  sp->add_option("store", store)->required();
+  sp->callback([&] { action = [] { return stores_prune(ca, store); }; });
+  auto* sc = verb(stores, "check", "Verify a store while the server serves (exit 1 on errors)");
+  sc->add_option("store", store)->required();
+  sc->add_flag("--read-data", read_data, "Also read, decrypt and hash every chunk");
+  sc->callback([&] { action = [] { return stores_check(ca, store, read_data); }; });
+  auto* sr = verb(stores, "rotate-keys", "Seal new data under a new data key (old data stays readable); optionally re-wrap every key");
+  sr->add_option("store", store)->required();
+  sr->add_option("--master-key", master_key, "Re-wrap every key under this master key from the server's keyring");
+  sr->add_flag("--no-new-data-key", no_new_data_key, "Only re-wrap (with --master-key)");
+  sr->callback([&] { action = [] { return stores_rotate(ca, store, master_key, no_new_data_key); }; });
 }
 
 }  // namespace ferry::cli

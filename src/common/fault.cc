@@ -10,6 +10,8 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <chrono>
 
 namespace ferry {
 
@@ -30,7 +32,7 @@ struct Fault {
 };
 
 std::once_flag once;
-Fault kill_fault, throw_fault;
+Fault kill_fault, throw_fault, delay_fault;
 
 }  // namespace
 
@@ -38,7 +40,9 @@ void fault_point(const char* point) {
   std::call_once(once, [] {
     kill_fault.parse(std::getenv("FERRY_FAULT"));
     throw_fault.parse(std::getenv("FERRY_FAULT_THROW"));
+    delay_fault.parse(std::getenv("FERRY_FAULT_DELAY"));
   });
+  if (!delay_fault.name.empty() && delay_fault.name == point) std::this_thread::sleep_for(std::chrono::milliseconds(delay_fault.count));
   if (kill_fault.fires(point)) ::kill(::getpid(), SIGKILL);
   if (throw_fault.fires(point)) throw std::logic_error(std::string("injected fault at ") + point);
 }

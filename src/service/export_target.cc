@@ -38,7 +38,8 @@ ExportTarget::ExportTarget(const fs::path& root_in, const std::string& name) {
     // An absolute path is accepted when it names a place inside the export directory (by its components, before any
     // link is looked at: the walk below refuses links).
     fs::path inside = rel.lexically_normal().lexically_relative(root);
-    if (inside.empty() || *inside.begin() == ".." || inside == ".")
+    if (inside == ".") refuse("'" + name + "' names the export directory itself, not a file in it");
+    if (inside.empty() || *inside.begin() == "..")
       refuse("'" + name + "' is outside the export directory " + root.string() + " (give a name relative to it)");
     rel = inside;
   }

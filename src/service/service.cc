@@ -419,6 +419,7 @@ std::vector<std::string> Service::problems() {
   for (auto& st : impl_->stores->list()) {
     if (!st.error.empty()) out.push_back(st.error);
     if (!st.full.empty()) out.push_back(st.full);
+    out.insert(out.end(), st.damage.begin(), st.damage.end());
   }
   return out;
 }
@@ -657,10 +658,12 @@ void Service::delete_image(const std::string& image_id) {
 
 Service::Registration Service::register_connector(const std::string& token, const catalog::Connector& info) {
   Time now = now_seconds();
-  if (!catalog_->consume_registration_token(auth::sha256_hex(token), now))
+  auto domain = catalog_->consume_registration_token(auth::sha256_hex(token), now);
+  if (!domain)
     throw OperationError("UnauthorizedOperationException", "the registration token is unknown, expired or already used; create one with 'ferry connectors token'",
                          ErrorKind::kUnauthorized);
   catalog::Connector c = info;
+  c.domain = *domain;
   c.id = catalog::Catalog::new_id("c-");
   c.associated_on = now;
   c.last_heartbeat = now;

@@ -254,6 +254,8 @@ std::vector<Stores::Info> Stores::list() {
       i.key_id = c.key_id;
       i.data_keys = repo.current_key() + 1;
       i.chunks = repo.chunk_count();
+      for (auto& [index, why] : repo.unreadable_indexes()) i.damage.push_back("store '" + name + "': index '" + index + "' cannot be read: " + why);
+      for (auto& [pack, why] : repo.unreadable_packs()) i.damage.push_back("store '" + name + "': " + why);
     } catch (const Error& e) {
       i.error = e.what();
     }

@@ -72,6 +72,7 @@ class Stores {
     uint64_t fs_free = 0, fs_size = 0, reserve = 0;
     std::string full;   // why it is full, or ""
     std::string error;  // why it cannot be used, or ""
+    std::vector<std::string> damage;  // objects that could not be read, each with the reason (its data is not used)
   };
   std::vector<Info> list();
 
