@@ -17,7 +17,6 @@
 #   BENCH_WORK        scratch directory (default <repo>/bench/out/service)
 #   BENCH_POLL_MS     connector heartbeat interval in ms (default 2000, ferry's default; the server holds each
 #                     heartbeat until it has work for the connector, so a run starts as soon as it is created)
-#   BENCH_VERIFY_FULL 1 (default): one more full + incremental through a server with --verify-uploads full
 #   BENCH_GS_SERVERS  servers in the GetServers catalog (default 10000; 0 skips that part)
 #   BENCH_GS_ROUNDS   walks through all pages per page size (default 5)
 #
@@ -35,7 +34,6 @@ SEED=${BENCH_SEED:-42}
 DATA=${BENCH_DATA:-$OUT/work/data}
 WORK=${BENCH_WORK:-$OUT/service}
 POLL_MS=${BENCH_POLL_MS:-2000}
-VERIFY_FULL=${BENCH_VERIFY_FULL:-1}
 GS_SERVERS=${BENCH_GS_SERVERS:-10000}
 GS_ROUNDS=${BENCH_GS_ROUNDS:-5}
 NAME=bench-vm
@@ -257,10 +255,6 @@ for run in $(seq 1 "$RUNS"); do
   local_pair "$run"
   service_pair "$run" service
 done
-if [ "$VERIFY_FULL" = 1 ]; then
-  log "=== --verify-uploads full (1 run)"
-  service_pair 1 verify-full --verify-uploads full
-fi
 
 # ---------------------------------------------------------------- GetServers with a large catalog
 GS_JSON=$WORK/get_servers.json
@@ -319,7 +313,7 @@ for kind, title in (("full", "Full replication"), ("incr", f"Incremental ({mutat
                                 "rss_kib_max": max((r["rss_kib"] for r in loc), default=None)}
     L.append(f"| {title} | local `ferry replicate` | {f2(lm)} | 1.00× | - | {' '.join(f2(r['seconds']) for r in loc)} | - | - | - | - | "
              f"{f2(med(loc, 'cpu_seconds'))} | {fm(summary[f'{kind}/local']['rss_kib_max'])} | - | {fb(med(loc, 'stored_bytes'))} |")
-    for path, label in (("service", "connector → server"), ("verify-full", "connector → server, `--verify-uploads full`")):
+    for path, label in (("service", "connector → server (every chunk verified and sealed by the server)"),):
         rs = group(path, kind)
         if not rs: continue
         sm = med(rs, "seconds")

@@ -55,6 +55,11 @@ Snapshot decode_snapshot(std::string_view plaintext, const std::string& id);
 std::string compress_object(std::string_view plaintext);
 std::string decompress_object(std::string_view compressed, uint64_t max_size, const std::string& what);
 
+// The key file keys/data (formats.md §4.2). decode_keys sets c.key_id from the file (after a re-wrap it names the new
+// master key); throws kCorrupt naming `where`, or kCrypto when the master key does not open it.
+std::string encode_keys(const RepositoryConfig& c, const DataKeys& keys, const Keyring& keyring);
+DataKeys decode_keys(RepositoryConfig& c, const std::string& text, const Keyring& keyring, const std::string& where);
+
 std::string new_object_name();  // 64 random hex digits
 // Object names are 64 lower-case hex digits (packs, index files), snapshot ids 32.
 bool is_lower_hex(std::string_view name, size_t digits);

@@ -43,6 +43,8 @@ std::string get_small(Backend& backend, ObjectType type, const std::string& name
   return backend.get(type, name);
 }
 
+}  // namespace
+
 // The key file (formats.md §4.2): every key wrapped under the master key (encrypted store) or in clear.
 std::string encode_keys(const RepositoryConfig& c, const DataKeys& keys, const Keyring& keyring) {
   json doc = {{"version", 2}, {"repository", c.id}, {"key_id", c.encrypted ? c.key_id : ""}, {"algorithm", c.encrypted ? "aes-256-gcm" : "none"}};
@@ -101,6 +103,8 @@ DataKeys decode_keys(RepositoryConfig& c, const std::string& text, const Keyring
   }
   return keys;
 }
+
+namespace {
 
 json config_json(const RepositoryConfig& c) {
   return {{"version", c.version}, {"id", c.id}, {"chunk_size", c.chunk_size}, {"pack_size", c.pack_size},
