@@ -23,6 +23,7 @@ int store_init(const Common& c, const InitArgs& a);
 int store_check(const Common& c, bool read_data, bool repair);
 int store_prune(const Common& c);
 int store_stats(const Common& c);
+int store_rotate_keys(const Common& c, bool new_data_key, const std::string& master_key);
 
 struct ReplicateArgs {
   std::string disk;

@@ -52,6 +52,13 @@ int main(int argc, char** argv) {
   auto* s_stats = store->add_subcommand("stats", "Sizes, deduplication and compression");
   add_common(s_stats, common);
   s_stats->callback([&] { action = [&] { return store_stats(common); }; });
+  std::string master_key;
+  bool no_new_data_key = false;
+  auto* s_rotate = store->add_subcommand("rotate-keys", "Seal new data under a new data key (old data stays readable); optionally re-wrap every key");
+  add_common(s_rotate, common);
+  s_rotate->add_option("--master-key", master_key, "Re-wrap every key under this master key (from the keyring)");
+  s_rotate->add_flag("--no-new-data-key", no_new_data_key, "Only re-wrap (with --master-key)");
+  s_rotate->callback([&] { action = [&] { return store_rotate_keys(common, !no_new_data_key, master_key); }; });
 
   ReplicateArgs rep;
   auto* r = app.add_subcommand("replicate", "Replicate a disk into a store (incremental after the first run)");

@@ -205,6 +205,20 @@ int store_prune(const Common& c) {
   return 0;
 }
 
+int store_rotate_keys(const Common& c, bool new_data_key, const std::string& master_key) {
+  if (!new_data_key && master_key.empty()) fail(ErrorKind::kInvalidArgument, "nothing to do: --no-new-data-key needs --master-key");
+  OpenStore s = open_store(c, Backend::LockKind::kWrite, "key rotation");
+  s.repo->rotate_keys(keyring_of(c), new_data_key, master_key);
+  const auto& cfg = s.repo->config();
+  if (c.json) {
+    print_json({{"data_keys", s.repo->current_key() + 1}, {"encrypted", cfg.encrypted}, {"key_id", cfg.key_id}});
+  } else {
+    std::cout << "store " << c.store << ": " << s.repo->current_key() + 1 << " data key(s); new data is sealed under the newest"
+              << (cfg.encrypted ? "; every key is wrapped by master key '" + cfg.key_id + "'" : std::string()) << "\n";
+  }
+  return 0;
+}
+
 int store_stats(const Common& c) {
   OpenStore s = open_store(c, Backend::LockKind::kRead, "stats");
   auto st = store::stats(*s.repo);

@@ -3,6 +3,7 @@
 
 #include <fstream>
 #include <random>
+#include <set>
 
 #include "common/error.h"
 #include "fixtures/fixtures.h"
@@ -250,6 +251,87 @@ TEST_F(StoreTest, PruneRefusesWhenASnapshotIsUnreadable) {
   std::ofstream(dir() / "snapshots" / s.id, std::ios::trunc) << "garbage";
   EXPECT_THROW(prune(*repo), ferry::Error);
   EXPECT_EQ(repo->chunk_count(), 2u);
+}
+
+}  // namespace
+
+namespace {
+
+// Rotation: new data goes under the new data key, old data stays readable under its own, and a re-wrap under
+// another master key leaves the store opening only with that key.
+TEST_F(StoreTest, RotatedKeysSealNewDataWhileOldDataStaysReadable) {
+  auto repo = init_and_open(true);
+  Snapshot before = store_snapshot(*repo, {1, 2, 3}, "disk");
+  EXPECT_EQ(repo->current_key(), 0u);
+  repo->rotate_keys(keyring(), true);
+  EXPECT_EQ(repo->current_key(), 1u);
+  Snapshot after = store_snapshot(*repo, {4, 5}, "disk2");
+  keyring().create("k2");
+  repo->rotate_keys(keyring(), false, "k2");
+  EXPECT_EQ(repo->config().key_id, "k2");
+  repo.reset();
+  std::filesystem::remove(keyring().dir() / "k1.key");  // the old master key is no longer needed
+  auto reopened = open();
+  EXPECT_EQ(reopened->current_key(), 1u);
+  std::set<uint32_t> keys;
+  reopened->for_each_entry([&](const ChunkId&, const Location& loc) { keys.insert(reopened->pack_key(loc.pack)); });
+  EXPECT_EQ(keys, (std::set<uint32_t>{0, 1}));
+  auto codec = reopened->new_codec();
+  std::string out(64 * 1024, '\0');
+  uint32_t seed = 1;
+  for (auto* s : {&before, &after})
+    for (auto& [index, id] : reopened->load_snapshot(s->id).chunks) {
+      reopened->read_chunk(*codec, id, out.data(), static_cast<uint32_t>(out.size()));
+      EXPECT_EQ(out, chunk(seed++));
+    }
+  EXPECT_TRUE(check(*reopened, true, nullptr).ok());
+  // Prune keeps every blob under the key it was sealed with.
+  reopened->delete_snapshot(before.id);
+  prune(*reopened);
+  EXPECT_TRUE(check(*open(), true, nullptr).ok());
+}
+
+// Version 1 stores are refused with a message that says what to do, not misread.
+TEST_F(StoreTest, AStoreOfFormatVersionOneIsRefusedWithAMessage) {
+  init_and_open(false).reset();
+  std::string config = fx::read_file(dir() / "config");
+  auto at = config.find("\"version\": 2");
+  ASSERT_NE(at, std::string::npos) << config;
+  config.replace(at, 12, "\"version\": 1");
+  std::ofstream(dir() / "config", std::ios::trunc) << config;
+  try {
+    open();
+    FAIL() << "a version 1 store was opened";
+  } catch (const ferry::Error& e) {
+    EXPECT_EQ(e.kind(), ferry::ErrorKind::kUnsupported);
+    EXPECT_NE(std::string(e.what()).find("format version 1"), std::string::npos) << e.what();
+  }
+}
+
+// A chunk whose index entry claims another compression or length than it was sealed with fails authentication:
+// the entry's fields are bound into the blob's AAD.
+TEST_F(StoreTest, AnIndexEntryThatLiesAboutCompressionOrLengthFailsAuthentication) {
+  auto repo = init_and_open(false);
+  std::string data(64 * 1024, 'z');  // compresses
+  auto codec = repo->new_codec();
+  ChunkId id = codec->chunk_id(data.data(), data.size());
+  auto writer = repo->begin_write();
+  writer->add(*codec, id, data.data(), data.size());
+  writer->commit();
+  auto loc = repo->find(id);
+  ASSERT_TRUE(loc);
+  ASSERT_EQ(loc->compression, 1);
+  std::string box = repo->backend().get_range(ObjectType::kPack, repo->pack_name(loc->pack), loc->offset, loc->stored_len);
+  Location lying = *loc;
+  lying.compression = 0;
+  lying.raw_len = loc->stored_len - 28;
+  std::string out(lying.raw_len, '\0');
+  try {
+    repo->open_blob(*codec, id, lying, box, out.data(), repo->pack_name(loc->pack));
+    FAIL() << "a blob opened under another compression";
+  } catch (const ferry::Error& e) {
+    EXPECT_EQ(e.kind(), ferry::ErrorKind::kCrypto) << e.what();
+  }
 }
 
 }  // namespace
