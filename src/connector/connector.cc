@@ -331,8 +331,12 @@ class Agent {
     reap();
     for (auto& id : w.value("runs", std::vector<std::string>{})) {
       std::lock_guard lock(mu_);
-      // A run this connector just finished can still be in an answer computed before it ended: not again.
-      if (workers_.count(id) || std::find(done_.begin(), done_.end(), id) != done_.end()) continue;
+      // A run this connector just finished can still be in an answer computed before it ended: not again soon (an
+      // answer is at most a poll interval old; a run held back by the server is offered again later, and taken).
+      auto now = std::chrono::steady_clock::now();
+      std::erase_if(done_, [&](const auto& d) { return now - d.second > std::chrono::seconds(30); });
+      bool recent = std::any_of(done_.begin(), done_.end(), [&](const auto& d) { return d.first == id; });
+      if (workers_.count(id) || recent) continue;
       if (workers_.size() - finished_.size() >= config_.max_runs) continue;
       workers_[id] = std::thread([this, id] {
         do_run(id);
@@ -349,8 +353,7 @@ class Agent {
       for (auto& id : finished_) {
         done.push_back(std::move(workers_[id]));
         workers_.erase(id);
-        done_.push_back(id);
-        if (done_.size() > 256) done_.pop_front();
+        done_.emplace_back(id, std::chrono::steady_clock::now());
       }
       finished_.clear();
     }
@@ -532,7 +535,7 @@ class Agent {
   std::mutex mu_;
   std::map<std::string, std::thread> workers_;
   std::vector<std::string> finished_;
-  std::deque<std::string> done_;  // runs this connector finished lately
+  std::deque<std::pair<std::string, std::chrono::steady_clock::time_point>> done_;  // runs it finished lately, and when
 };
 
 }  // namespace

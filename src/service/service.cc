@@ -97,9 +97,13 @@ struct Service::Impl {
 
   std::unique_ptr<Stores> stores;
 
-  // Chunk ids each open run has asked about (lookup_chunks), against its budget.
+  // Chunk ids each open run has asked about (lookup_chunks), against its budget; forgotten when the run ends.
   std::mutex lookups_mu;
   std::map<std::string, uint64_t> lookups;
+  void forget_lookups(const std::string& run_id) {
+    std::lock_guard lock(lookups_mu);
+    lookups.erase(run_id);
+  }
 
   std::thread scheduler;
   std::mutex stop_mu;
@@ -154,6 +158,7 @@ struct Service::Impl {
   // Marks a run FAILED and counts the failure against its job. Caller holds mu.
   void fail_run_locked(catalog::ReplicationRun run, const std::string& message) {
     if (run.state == "COMPLETED" || run.state == "FAILED") return;
+    forget_lookups(run.id);
     Time now = now_seconds();
     run.state = "FAILED";
     run.status_message = message;
@@ -845,14 +850,20 @@ std::vector<bool> Service::lookup_chunks(const std::string& connector_id, const 
   uint64_t budget = 65536;
   if (auto server = catalog_->get_server(job.server_id))
     for (auto& d : server->disks) budget += 2 * ((d.size + repo.config().chunk_size - 1) / repo.config().chunk_size);
+  std::string refused;
   {
     std::lock_guard lock(impl_->lookups_mu);
     uint64_t& asked = impl_->lookups[run_id];
     if (asked + ids.size() > budget)
-      throw OperationError("OperationNotPermittedException", "run " + run_id + " has asked about " + std::to_string(asked) +
-                                                                 " chunks, more than its disks hold; further lookups are refused",
-                           ErrorKind::kConflict);
-    asked += ids.size();
+      refused = "run " + run_id + " asked about " + std::to_string(asked + ids.size()) + " chunks, more than its disks hold (at most " +
+                std::to_string(budget) + "); the run is stopped";
+    else
+      asked += ids.size();
+  }
+  if (!refused.empty()) {
+    std::lock_guard lock(impl_->mu);
+    if (auto fresh = catalog_->get_run(run_id)) impl_->fail_run_locked(*fresh, refused);
+    throw OperationError("OperationNotPermittedException", refused, ErrorKind::kConflict);
   }
   return repo.lacks(ids);
 }
@@ -958,6 +969,7 @@ std::string Service::complete_run(const std::string& connector_id, const std::st
   image.server_id = server->id;
   image.store = impl_->store_of(job);
   image.created = now;
+  impl_->forget_lookups(run.id);
   run.state = "COMPLETED";
   run.stage = "Completed";
   run.stage_progress = "100%";
