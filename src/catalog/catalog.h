@@ -223,8 +223,10 @@ class Catalog {
   virtual bool create_run(const ReplicationRun& run) = 0;
   virtual std::optional<ReplicationRun> get_run(const std::string& id) = 0;
   virtual Page<ReplicationRun> list_runs(const std::string& job_id, const PageRequest& page) = 0;  // newest first
+  // Writes every field but the id, job, creation time and bytes_uploaded.
   virtual void update_run(const ReplicationRun& run) = 0;
-  // Adds to a run's bytes_uploaded in one statement (what the server received for it, resends included).
+  // Adds to a run's bytes_uploaded in one statement (what the server received for it, resends included); the only
+  // writer of that field.
   virtual void add_run_bytes_uploaded(const std::string& run_id, uint64_t bytes) = 0;
   // PENDING or ACTIVE runs, oldest first; with a connector id, only runs of servers that connector reports.
   virtual std::vector<ReplicationRun> open_runs(const std::string& connector_id = "") = 0;

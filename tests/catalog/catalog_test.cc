@@ -826,3 +826,62 @@ TEST_F(CatalogTest, ConcurrentReadersAndWritersDoNotFail) {
 
 }  // namespace
 }  // namespace ferry::catalog
+
+namespace ferry::catalog {
+namespace {
+
+TEST_F(CatalogTest, TokensCarryATrustDomainThatTheConnectorKeepsAcrossUpdates) {
+  cat().add_registration_token("dddd", 100, "site-a");
+  auto domain = cat().consume_registration_token("dddd", 50);
+  ASSERT_TRUE(domain);
+  EXPECT_EQ(*domain, "site-a");
+  Connector c = make_connector("c-1");
+  c.domain = *domain;
+  cat().put_connector(c);
+  c.domain = "";  // what a heartbeat's description carries: the domain is set at registration only
+  c.version = "2";
+  cat().put_connector(c);
+  EXPECT_EQ(cat().get_connector("c-1")->domain, "site-a");
+  EXPECT_EQ(cat().get_connector("c-1")->version, "2");
+}
+
+TEST_F(CatalogTest, StoresAreRecordedAndSnapshotsOwnedByOneJob) {
+  EXPECT_FALSE(cat().get_store("plain"));
+  cat().put_store({"plain", "repo1", false, "", "digest1", 10});
+  cat().put_store({"plain", "repo1", false, "", "digest2", 11});
+  auto s = cat().get_store("plain");
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->key_file_sha256, "digest2");
+  EXPECT_EQ(s->created, 10);  // the first record's
+  EXPECT_TRUE(cat().claim_snapshot("plain", "snap", "job-a", 1));
+  EXPECT_TRUE(cat().claim_snapshot("plain", "snap", "job-a", 2));   // again by its owner
+  EXPECT_FALSE(cat().claim_snapshot("plain", "snap", "job-b", 3));  // another job's
+  EXPECT_TRUE(cat().claim_snapshot("other", "snap", "job-b", 3));   // per store
+  cat().release_snapshot("plain", "snap");
+  EXPECT_TRUE(cat().claim_snapshot("plain", "snap", "job-b", 4));
+}
+
+}  // namespace
+}  // namespace ferry::catalog
+
+namespace ferry::catalog {
+namespace {
+
+TEST_F(CatalogTest, BytesUploadedIsAddedToAndNoUpdateOfTheRunLosesIt) {
+  auto servers = import("c-1", 1);
+  auto job = make_job(servers[0].id);
+  cat().create_job(job);
+  auto run = make_run(job.id, 100);
+  ASSERT_TRUE(cat().create_run(run));
+  auto stale = *cat().get_run(run.id);  // read before the bytes arrive
+  cat().add_run_bytes_uploaded(run.id, 1000);
+  cat().add_run_bytes_uploaded(run.id, 24);
+  stale.stage = "Replicating";
+  cat().update_run(stale);
+  reopen();
+  EXPECT_EQ(cat().get_run(run.id)->bytes_uploaded, 1024u);
+  EXPECT_EQ(cat().get_run(run.id)->stage, "Replicating");
+}
+
+}  // namespace
+}  // namespace ferry::catalog
