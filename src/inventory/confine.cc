@@ -44,31 +44,35 @@ bool below(const fs::path& resolved, const fs::path& tree) {
   return !rel.empty() && *rel.begin() != "..";
 }
 
-std::string not_a_disk(mode_t mode) {
-  const char* kind = S_ISDIR(mode) ? "a directory" : S_ISCHR(mode) ? "a character device" : S_ISFIFO(mode) ? "a FIFO" : S_ISSOCK(mode) ? "a socket" : "no regular file";
-  return std::string("is ") + kind + ", not a disk";
-}
-
 // qemu's path_has_protocol(): with a ':' before any '/', qemu reads "nbd:...", "json:{...}" through that driver.
 bool has_protocol(const std::string& name) {
   size_t stop = name.find_first_of(":/");
   return stop != std::string::npos && name[stop] == ':';
 }
 
-// Every "filename" in qemu's JSON pseudo-filename ("json:{...}" without the prefix); throws kUnauthorized if
-// it uses a driver other than file and raw (a network protocol, another image format).
-void json_files(const nlohmann::json& j, std::vector<std::string>& files, const std::string& named, int depth = 0) {
-  if (depth > 16) fail(ErrorKind::kUnauthorized, named + " is nested too deeply to check");
-  if (j.is_object()) {
-    for (const auto& [key, value] : j.items()) {
-      if (key == "driver" && (!value.is_string() || (value != "file" && value != "raw")))
-        fail(ErrorKind::kUnauthorized, named + " is read through qemu's " + value.dump() + " driver; only plain files are read");
-      if (key == "filename" && value.is_string()) files.push_back(value.get<std::string>());
-      json_files(value, files, named, depth + 1);
+// Every file named in qemu's JSON pseudo-filename `text` ("json:{...}" without the prefix); throws kUnauthorized
+// if it uses a driver other than file and raw (a network protocol, another image format). qemu also takes flattened
+// keys ("file.driver"), and may keep either of two equal keys: every key and value is looked at as parsed.
+std::vector<std::string> json_files(const std::string& text, const std::string& named) {
+  std::vector<std::string> files;
+  std::string key;  // the last key seen, its last dotted component
+  auto parsed = nlohmann::json::parse(text, [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& j) {
+    if (depth > 16) fail(ErrorKind::kUnauthorized, named + " is nested too deeply to check");
+    if (event == nlohmann::json::parse_event_t::key) {
+      std::string k = j.get<std::string>();
+      key = k.substr(k.rfind('.') + 1);
+    } else if (event == nlohmann::json::parse_event_t::value) {
+      if (key == "driver" && (!j.is_string() || (j != "file" && j != "raw")))
+        fail(ErrorKind::kUnauthorized, named + " is read through qemu's " + j.dump() + " driver; only plain files are read");
+      if (key == "filename") {
+        if (!j.is_string()) fail(ErrorKind::kUnauthorized, named + " has a filename that is not a string");
+        files.push_back(j.get<std::string>());
+      }
     }
-  } else if (j.is_array()) {
-    for (const auto& value : j) json_files(value, files, named, depth + 1);
-  }
+    return true;
+  });
+  if (!parsed.is_object()) fail(ErrorKind::kUnauthorized, named + " is not a JSON object");
+  return files;
 }
 
 }  // namespace
@@ -164,8 +168,8 @@ std::string Confinement::describe() const {
 }
 
 bool Confinement::claims(const fs::path& path) const {
-  fs::path p = fs::absolute(path).lexically_normal();
-  return (!root_.empty() && below(p, root_)) || std::find(listed_.begin(), listed_.end(), p) != listed_.end();
+  fs::path p = path.lexically_normal();
+  return path.is_absolute() && ((!root_.empty() && below(p, root_)) || std::find(listed_.begin(), listed_.end(), p) != listed_.end());
 }
 
 std::string Confinement::check(const fs::path& path) const {
@@ -173,9 +177,8 @@ std::string Confinement::check(const fs::path& path) const {
   if (!r.error.empty()) return "cannot be resolved: " + r.error;
   if (contains(r.path)) return "";
   const std::string hint = " (add it to the manager's \"allow\" list if that is intended)";
-  fs::path listed = fs::absolute(path).lexically_normal();
   for (const auto& [device, link] : foreign_)
-    if (device == listed)
+    if (device == path.lexically_normal())
       return "resolves to " + r.path.string() + " through the symbolic link " + link.string() +
              ", which someone other than root could have placed (the link or its directory is not root's, or others may "
              "write there); list " + r.path.string() + " itself" + hint;
@@ -215,8 +218,16 @@ VmdkDescriptor parse_vmdk_descriptor(std::string_view text) {
   auto space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'; };
   // qemu: sscanf(line, "%10s %" SCNd64 " %10s \"%511[^\n\r\"]\" %" SCNd64, ...) from every line's start. Its
   // conversions skip white space, new lines included, so one match may run over several lines; this one too.
+  // A line that starts inside the white space before the previous match's first conversion matches the same text
+  // again (qemu counts that extent twice): it is not read again, so reading stays linear in the text's size.
+  std::optional<size_t> first_word;  // where the previous match's first conversion began
   for (size_t line = 0; line < text.size();) {
     size_t i = line;
+    bool again = first_word && line <= *first_word;
+    if (!again) {
+      while (i < text.size() && space(text[i])) i++;
+      first_word = i;
+    }
     auto skip = [&] {
       while (i < text.size() && space(text[i])) i++;
     };
@@ -233,7 +244,7 @@ VmdkDescriptor parse_vmdk_descriptor(std::string_view text) {
       while (i < text.size() && text[i] >= '0' && text[i] <= '9') i++;
       return i > start;
     };
-    if (word() && number() && word()) {
+    if (!again && word() && number() && word()) {
       skip();
       if (i < text.size() && text[i] == '"') {
         size_t start = ++i;
@@ -282,7 +293,7 @@ std::string check_references(const Confinement& conf, const fs::path& image, con
     bool beside_image = ref.beside_image;
     if (ref.name.rfind("json:", 0) == 0) {
       try {
-        json_files(nlohmann::json::parse(ref.name.substr(5)), files, named);
+        files = json_files(ref.name.substr(5), named);
       } catch (const nlohmann::json::exception& e) {
         return named + " is not valid JSON: " + e.what();
       } catch (const Error& e) {
@@ -299,36 +310,34 @@ std::string check_references(const Confinement& conf, const fs::path& image, con
       if (p.is_relative() && beside_image) p = image.parent_path() / p;
       if (auto why = conf.check(p); !why.empty()) return named + " " + why;
       struct stat st;
-      if (::stat(p.c_str(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) return named + " " + not_a_disk(st.st_mode);
+      if (::stat(p.c_str(), &st) == 0)
+        if (auto why = not_a_disk(st); !why.empty()) return named + " " + why;
     }
   }
   return "";
 }
 
+std::string not_a_disk(const struct stat& st) {
+  if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) return "";
+  const char* kind = S_ISDIR(st.st_mode) ? "a directory" : S_ISCHR(st.st_mode) ? "a character device" : S_ISFIFO(st.st_mode) ? "a FIFO"
+                     : S_ISSOCK(st.st_mode)                                      ? "a socket"
+                                                                                 : "a special file";
+  return std::string("is ") + kind + ", not a disk";
+}
+
 void check_disk(const std::vector<ManagerConfig>& managers, const std::string& path, const std::string& format) {
   const std::string where = "disk '" + path + "'";
   if (path.empty() || path[0] != '/') fail(ErrorKind::kInvalidArgument, where + ": not an absolute path");
-  // The disk as disk::open_source() opens it: "x.ova#member" is a member of an OVA (whatever the format given),
+  // The disk as disk::open_source() reads it: "x.ova#member" is a member of an OVA (whatever the format given),
   // anything else in the format given, else the one its extension names, else probed.
-  DiskSpec spec{"", path, ""};
   size_t hash = path.rfind('#');
-  if (hash != std::string::npos && disk::format_from_extension(path.substr(0, hash)) == "ova") {
-    std::string package = path.substr(0, hash), member = path.substr(hash + 1);
-    std::vector<disk::TarMember> members;
-    try {
-      members = disk::read_tar(package);
-    } catch (const Error& e) {
-      fail(ErrorKind::kInvalidArgument, where + ": " + e.what());
-    }
-    auto m = std::find_if(members.begin(), members.end(), [&](const disk::TarMember& t) { return t.name == member; });
-    if (m == members.end()) fail(ErrorKind::kInvalidArgument, where + ": the OVA has no member '" + member + "'");
-    spec = ova_member_disk("", package, m->name, m->offset, m->size);
-  } else {
-    spec.qemu_format = format.empty() ? disk::format_from_extension(path) : disk::normalize_format(format);
-    if (spec.qemu_format == "ova") fail(ErrorKind::kInvalidArgument, where + ": name the disk inside the OVA ('" + path + "#member')");
-  }
+  bool in_ova = hash != std::string::npos && disk::format_from_extension(path.substr(0, hash)) == "ova";
+  const fs::path file = in_ova ? path.substr(0, hash) : path;
+
+  // Nothing is opened before a manager is found that reaches the file.
+  std::vector<Confinement> reaching;
   std::string claimed;  // the refusal of a manager the path names
-  std::string reaches;
+  std::string others;
   for (const auto& m : managers) {
     std::optional<Confinement> conf;
     try {
@@ -336,21 +345,48 @@ void check_disk(const std::vector<ManagerConfig>& managers, const std::string& p
     } catch (const Error&) {
       continue;  // a manager whose root is gone reaches nothing
     }
-    if (std::string why = conf->check(spec.file()); !why.empty()) {
-      if (claimed.empty() && conf->claims(spec.file())) claimed = why;
-      reaches += (reaches.empty() ? "" : "; ") + conf->describe();
-      continue;
+    if (std::string why = conf->check(file); !why.empty()) {
+      if (claimed.empty() && conf->claims(file)) claimed = why;
+      others += (others.empty() ? "" : "; ") + conf->describe();
+    } else {
+      reaching.push_back(std::move(*conf));
     }
-    DiskInfo disk;
-    Problem problem = probe(*conf, spec, disk);
-    if (problem.text.empty()) return;
-    fail(problem.refused ? ErrorKind::kUnauthorized : ErrorKind::kInvalidArgument, where + ": " + problem.text);
   }
-  if (!claimed.empty()) fail(ErrorKind::kUnauthorized, where + ": " + claimed);
-  Resolved r = resolve(spec.file());
-  std::string what = r.error.empty() ? "resolves to " + r.path.string() : "cannot be resolved (" + r.error + ")";
-  fail(ErrorKind::kUnauthorized, where + ": " + what + ", and no VM manager of this connector reaches it (" +
-                                     (reaches.empty() ? "none is configured" : reaches) + ")");
+  if (reaching.empty()) {
+    if (!claimed.empty()) fail(ErrorKind::kUnauthorized, where + ": " + claimed);
+    Resolved r = resolve(file);
+    std::string what = r.error.empty() ? "resolves to " + r.path.string() : "cannot be resolved (" + r.error + ")";
+    fail(ErrorKind::kUnauthorized, where + ": " + what + ", and no VM manager of this connector reaches it (" +
+                                       (others.empty() ? "none is configured" : others) + ")");
+  }
+
+  DiskSpec spec{"", path, ""};
+  try {
+    if (in_ova) {
+      struct stat st;
+      if (::stat(file.c_str(), &st) != 0) fail_errno("'" + file.string() + "'");
+      if (auto why = not_a_disk(st); !why.empty()) fail(ErrorKind::kInvalidArgument, "'" + file.string() + "' " + why);
+      auto members = disk::read_tar(file);
+      std::string name = path.substr(hash + 1);
+      auto m = std::find_if(members.begin(), members.end(), [&](const disk::TarMember& t) { return t.name == name; });
+      if (m == members.end()) fail(ErrorKind::kInvalidArgument, "the OVA has no member '" + name + "'");
+      spec = ova_member_disk("", file, m->name, m->offset, m->size);
+    } else {
+      spec.qemu_format = format.empty() ? disk::format_from_extension(path) : disk::normalize_format(format);
+      if (spec.qemu_format == "ova") fail(ErrorKind::kInvalidArgument, "name the disk inside the OVA ('" + path + "#member')");
+    }
+  } catch (const Error& e) {
+    fail(ErrorKind::kInvalidArgument, where + ": " + e.what());
+  }
+  // A manager whose rules let it all be read: the disk is one it would list.
+  Problem first;
+  for (const auto& conf : reaching) {
+    DiskInfo disk;
+    Problem problem = probe(conf, spec, disk);
+    if (problem.text.empty()) return;
+    if (first.text.empty()) first = problem;
+  }
+  fail(first.refused ? ErrorKind::kUnauthorized : ErrorKind::kInvalidArgument, where + ": " + first.text);
 }
 
 }  // namespace ferry::inventory

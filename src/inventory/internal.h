@@ -2,6 +2,8 @@
 // Each plugin file defines one factory; plugins.cc holds the table and the helpers below.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -59,8 +61,8 @@ class Confinement {
   std::string check(const fs::path& path) const;
   // "the root /srv/vmfs of vmware manager 'dc1'", "the devices of local manager 'h'"
   std::string describe() const;
-  // Whether `path` as written (before resolution) names one of this manager's files: below its root, or one of
-  // its devices. Such a path that check() refuses is this manager's to explain.
+  // Whether the absolute `path`, as written (before resolution), names one of this manager's files: below its
+  // root, or one of its devices. Such a path that check() refuses is this manager's to explain.
   bool claims(const fs::path& path) const;
 
  private:
@@ -128,6 +130,9 @@ struct Reference {
 // or the descriptor a sparse image embeds); none for an image without a descriptor. Throws ferry::Error if the
 // file cannot be read.
 std::vector<Reference> vmdk_references(const DiskSpec& spec);
+
+// "" for a regular file or a block device, else "is a FIFO, not a disk" (a directory, a character device, ...).
+std::string not_a_disk(const struct stat& st);
 
 // "" if each reference may be opened under `conf`, else why not, naming the first that may not. A reference must
 // be a plain file (no qemu protocol; a json: filename only with the file and raw drivers) that is a regular file

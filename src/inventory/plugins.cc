@@ -168,8 +168,7 @@ Problem probe(const Confinement& conf, const DiskSpec& spec, DiskInfo& disk) {
   if (auto why = conf.check(file); !why.empty()) return {why, true};
   struct stat st;
   if (::stat(file.c_str(), &st) != 0) return {errno == ENOENT ? "no such file" : std::strerror(errno)};
-  if (S_ISDIR(st.st_mode)) return {"is a directory, not a disk"};
-  if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) return {"is not a regular file nor a block device", true};
+  if (auto why = not_a_disk(st); !why.empty()) return {why, true};
   std::string format = spec.qemu_format;
   if (!spec.member && S_ISBLK(st.st_mode) && (format.empty() || format == "raw")) {
     disk.format = "raw";

@@ -11,6 +11,7 @@
 
 #include "common/error.h"
 #include "fixtures/fixtures.h"
+#include "inventory/internal.h"  // the VMDK descriptor reader, tested against qemu's reading
 
 namespace fs = std::filesystem;
 namespace fx = ferry::testing;
@@ -917,7 +918,7 @@ TEST(Confinement, LinkLoopAndFifoAreRefusedWithoutHanging) {
   auto vms = discover("vmware", dir.path());
   ASSERT_EQ(vms.size(), 3u);
   EXPECT_TRUE(contains(vm_named(vms, "loop").error, "extent 'a' cannot be resolved: more than 40 symbolic links")) << vm_named(vms, "loop").error;
-  EXPECT_EQ(vm_named(vms, "fifo").error, "disk 'scsi0:0' (fifo/fifo.vmdk): is not a regular file nor a block device");
+  EXPECT_EQ(vm_named(vms, "fifo").error, "disk 'scsi0:0' (fifo/fifo.vmdk): is a FIFO, not a disk");
   expect_good(vms);
 }
 
@@ -982,15 +983,25 @@ TEST(Confinement, Qcow2BackingFileOutsideIsRefused) {
   EXPECT_EQ(vm_named(vms, "good").error, "");
 }
 
+// qemu reads "nbd://...", "json:{...}" through its drivers: only a json: filename of plain files within reach passes.
 TEST(Confinement, Qcow2BackingFileThroughAQemuProtocolIsRefused) {
   fx::TempDir dir;
   auto top = dir.path() / "images/top.qcow2";
   fs::create_directories(top.parent_path());
-  fx::run_checked({"qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", "nbd://192.0.2.1:10809/x", "-F", "raw", top.string(), "1M"});
-  auto vms = libvirt_pair(dir.path(), top, "qcow2");
-  EXPECT_EQ(vm_named(vms, "evil").error,
-            "disk 'vda' (" + top.string() + "): backing file 'nbd://192.0.2.1:10809/x' names qemu's 'nbd' protocol; only plain files are read");
-  EXPECT_EQ(vm_named(vms, "good").error, "");
+  auto refusal_of = [&](const std::string& backing) {
+    fs::remove(top);
+    fx::run_checked({"qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", backing, "-F", "raw", top.string(), "1M"});
+    auto vms = libvirt_pair(dir.path(), top, "qcow2");
+    EXPECT_EQ(vm_named(vms, "good").error, "");
+    return vm_named(vms, "evil").error;
+  };
+  std::string disk = "disk 'vda' (" + top.string() + "): backing file '";
+  EXPECT_EQ(refusal_of("nbd://192.0.2.1:10809/x"), disk + "nbd://192.0.2.1:10809/x' names qemu's 'nbd' protocol; only plain files are read");
+  std::string flattened = R"(json:{"file.driver": "nbd", "file.host": "192.0.2.1"})";
+  EXPECT_EQ(refusal_of(flattened), disk + flattened + "' is read through qemu's \"nbd\" driver; only plain files are read");
+  std::string passwd = R"(json:{"driver": "raw", "file": {"driver": "file", "filename": "/etc/passwd"}})";
+  EXPECT_EQ(refusal_of(passwd), disk + passwd + "' resolves to /etc/passwd, outside the root " + (dir.path() / "qemu").string() +
+                                    " of libvirt manager 'test-libvirt' (add it to the manager's \"allow\" list if that is intended)");
 }
 
 // qemu-img info does not open a qcow2's data file, but qemu-nbd reads the disk's data from it.
@@ -1216,6 +1227,62 @@ TEST(CheckDisk, RefusesOvaMembersAndLocalLinksThatLeadOut) {
   // Another name for a listed device is that device.
   fs::create_symlink(device, shared / "alias");
   EXPECT_NO_THROW(ferry::inventory::check_disk(managers, (shared / "alias").string(), "raw"));
+}
+
+// The VMDK descriptor reader the check relies on as much as on qemu-img: it must see every file qemu would open.
+
+TEST(VmdkDescriptor, ReadsExtentLinesAsQemusSscanfDoes) {
+  std::string long_name(600, 'x');
+  auto d = ferry::inventory::parse_vmdk_descriptor(
+      "# Disk DescriptorFile\ncreateType=\"twoGbMaxExtentSparse\"\nRW 4 FLAT \"a.vmdk\" 0\nRDONLY 8 SPARSE \"b.vmdk\"\n"
+      "RW 12\n  VMFS\n\"c.vmdk\"\n# \"not\" \"an extent\"\nRW 1 SPARSE \"" + long_name + "\"\nNOACCESS 16 ZERO\n"
+      "parentFileNameHint=\"../base/base.vmdk\"\n");
+  // Whatever the access and type (qemu opens RW lines of five types), over several lines, 511 characters at most.
+  EXPECT_EQ(d.extents, (std::vector<std::string>{"a.vmdk", "b.vmdk", "c.vmdk", long_name.substr(0, 511)}));
+  EXPECT_EQ(d.parent, "../base/base.vmdk");
+  // It ends at its first NUL, as a C string does.
+  EXPECT_EQ(ferry::inventory::parse_vmdk_descriptor(std::string("RW 1 FLAT \"a\" 0\n\0RW 1 FLAT \"b\" 0\n", 32)).extents,
+            (std::vector<std::string>{"a"}));
+}
+
+TEST(VmdkDescriptor, ReadsInTimeLinearInItsSize) {
+  // Each line start skips the white space after it, new lines included: read naively, 4 MiB of blank lines take
+  // hours. qemu-img reads at most 1 MiB; the reader is given that much.
+  std::string blank;
+  while (blank.size() < 4 * kMiB) blank += " \n\t\n";
+  auto d = ferry::inventory::parse_vmdk_descriptor(blank + "RW 1 FLAT \"/etc/shadow\" 0\n" + blank + "RW\n" + blank + "2\n" + blank);
+  EXPECT_EQ(d.extents, (std::vector<std::string>{"/etc/shadow"}));
+}
+
+TEST(VmdkDescriptor, IsFoundWhereQemuLooksForIt) {
+  using ferry::inventory::vmdk_descriptor_at;
+  auto kdmv = [](uint64_t capacity, uint64_t offset, uint64_t size) {
+    std::string h = "KDMV" + std::string(508, '\0');
+    for (int i = 0; i < 8; i++) {
+      h[12 + i] = static_cast<char>(capacity >> (8 * i));
+      h[28 + i] = static_cast<char>(offset >> (8 * i));
+      h[36 + i] = static_cast<char>(size >> (8 * i));
+    }
+    return h;
+  };
+  constexpr uint64_t kMax = ferry::inventory::kVmdkDescriptorMax;
+  auto at = vmdk_descriptor_at(kdmv(0, 1, 20), false);  // capacity 0: qemu reads the extents there, up to 1 MiB
+  ASSERT_TRUE(at);
+  EXPECT_EQ(at->offset, 512u);
+  EXPECT_EQ(at->length, kMax);
+  at = vmdk_descriptor_at(kdmv(2048, 1, 20), false);  // a monolithicSparse's own: its size
+  ASSERT_TRUE(at);
+  EXPECT_EQ(at->length, 20u * 512);
+  EXPECT_FALSE(vmdk_descriptor_at(kdmv(0, 0, 20), true));           // no embedded descriptor
+  EXPECT_FALSE(vmdk_descriptor_at(kdmv(0, uint64_t{1} << 60, 20), true));  // past any file
+  EXPECT_FALSE(vmdk_descriptor_at("COWD" + std::string(508, '\0'), true));
+  EXPECT_FALSE(vmdk_descriptor_at("KDM", true));
+  // A descriptor file: anything when the format is vmdk, only text when qemu probes.
+  std::string binary = "\x55\xaa" + std::string(510, '\0');
+  EXPECT_FALSE(vmdk_descriptor_at(binary, false));
+  ASSERT_TRUE(vmdk_descriptor_at(binary, true));
+  EXPECT_EQ(vmdk_descriptor_at(binary, true)->offset, 0u);
+  ASSERT_TRUE(vmdk_descriptor_at("# Disk DescriptorFile\nversion=1\n", false));
 }
 
 }  // namespace
