@@ -559,12 +559,17 @@ Config load_config(const fs::path& file, Config base) {
       mc.name = m.value("name", mc.type);
       mc.path = m.value("path", "");
       if (m.contains("devices")) mc.devices = m["devices"].get<std::vector<std::string>>();
-      // Relative paths, of a manager's root or of a local device, are relative to the configuration file.
+      if (m.contains("allow")) mc.allow = m["allow"].get<std::vector<std::string>>();
+      // Relative paths, of a manager's root, a local device or an "allow" entry, are relative to the configuration file.
       auto resolve = [&](std::string& p) {
         if (!p.empty() && fs::path(p).is_relative()) p = (fs::absolute(file).parent_path() / p).lexically_normal().string();
       };
       resolve(mc.path);
       for (auto& d : mc.devices) resolve(d);
+      for (auto& a : mc.allow) {
+        if (a.empty()) fail(ErrorKind::kInvalidArgument, where("manager '" + mc.name + "': an empty \"allow\" entry"));
+        resolve(a);
+      }
       inventory::make_plugin(mc);  // validates the type
       base.managers.push_back(mc);
     }

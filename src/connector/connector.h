@@ -31,9 +31,10 @@ struct Config {
 };
 
 // Reads a connector configuration file (JSON): {"name": "...", "server": "...", "managers": [{"type": "vmware",
-// "name": "dc1", "path": "/srv/vmfs"}, {"type": "local", "name": "this-host", "devices": ["/dev/sdb"]}]}.
-// Fields already set in `base` (from flags) win. Relative paths (a manager's "path", local "devices") are relative
-// to the file. Throws kInvalidArgument naming the file and the field.
+// "name": "dc1", "path": "/srv/vmfs", "allow": ["/srv/iso"]}, {"type": "local", "name": "this-host", "devices":
+// ["/dev/sdb"]}]}. A manager's VMs read only below its "path" (for local: its "devices") and its "allow" entries
+// (inventory.h, Confinement). Fields already set in `base` (from flags) win. Relative paths (a manager's "path",
+// local "devices", "allow" entries) are relative to the file. Throws kInvalidArgument naming the file and the field.
 Config load_config(const std::filesystem::path& file, Config base);
 
 // Runs until `stop` becomes true or the server disassociates the connector. Throws on a registration failure.

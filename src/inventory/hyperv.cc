@@ -16,17 +16,12 @@ std::string base_name(const std::string& path) {
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
-// Name, processors, memory and the disk file names (in controller order) of an XML configuration.
-std::vector<std::string> read_xml_config(VmInfo& vm, const fs::path& file, const std::string& where) {
+}  // namespace
+
+std::vector<std::string> parse_hyperv_config(VmInfo& vm, const std::string& xml, const std::string& where) {
   std::vector<std::string> disks;
   pugi::xml_document doc;
-  std::string problem;
-  try {
-    problem = load_xml(doc, read_file(file), where);
-  } catch (const Error& e) {
-    problem = e.what();
-  }
-  if (!problem.empty()) {
+  if (std::string problem = load_xml(doc, xml, where); !problem.empty()) {
     add_error(vm, problem);
     return disks;
   }
@@ -55,7 +50,10 @@ std::vector<std::string> read_xml_config(VmInfo& vm, const fs::path& file, const
   return disks;
 }
 
-VmInfo read_vm(const fs::path& root, const fs::path& dir) {
+namespace {
+
+VmInfo read_vm(const Confinement& conf, const fs::path& dir) {
+  const fs::path& root = conf.root();
   VmInfo vm;
   vm.name = dir.filename().string();
   vm.vm_id = shown(root, dir);
@@ -66,6 +64,12 @@ VmInfo read_vm(const fs::path& root, const fs::path& dir) {
     add_error(vm, shown(root, dir) + ": no 'Virtual Hard Disks' directory; not a Hyper-V export");
     return vm;
   }
+  // Both are listed: neither may lead out of the root.
+  for (const auto& sub : {hard_disks, machines})
+    if (std::string why = conf.check(sub); !why.empty()) {
+      add_error(vm, shown(root, sub) + ": " + why);
+      return vm;
+    }
 
   std::vector<std::string> listed;  // disk file names the configuration names, in its order
   auto configs = list_files(machines, {".xml"}, false);
@@ -75,7 +79,18 @@ VmInfo read_vm(const fs::path& root, const fs::path& dir) {
     std::string guid = normalize_uuid(config.stem().string());
     vm.vm_id = guid.empty() ? shown(root, config) : guid;
     vm.path = config.string();
-    if (lower(config.extension().string()) == ".xml") listed = read_xml_config(vm, config, shown(root, config));
+    if (lower(config.extension().string()) == ".xml") {
+      std::string where = shown(root, config);
+      if (std::string why = conf.check(config); !why.empty()) {
+        add_error(vm, where + ": " + why);
+      } else {
+        try {
+          listed = parse_hyperv_config(vm, read_config(config), where);
+        } catch (const Error& e) {
+          add_error(vm, e.what());
+        }
+      }
+    }
   }
 
   auto checkpoints = list_files(hard_disks, {".avhd", ".avhdx"}, false);
@@ -98,8 +113,8 @@ VmInfo read_vm(const fs::path& root, const fs::path& dir) {
   if (ordered.empty()) add_error(vm, shown(root, hard_disks) + ": no VHD or VHDX disk");
 
   std::vector<DiskSpec> disks;
-  for (const auto& f : ordered) disks.push_back({f.filename().string(), f.string(), qemu_format_for(f), ""});
-  add_disks(vm, disks, root);
+  for (const auto& f : ordered) disks.push_back({f.filename().string(), f.string(), qemu_format_for(f)});
+  add_disks(vm, disks, conf);
   return vm;
 }
 
@@ -109,10 +124,10 @@ class HyperV : public Plugin {
   std::string manager_type() const override { return "HYPERV-MANAGER"; }
   std::vector<std::string> capabilities() const override { return {"HYPERV-MANAGER"}; }
   std::vector<VmInfo> discover() const override {
-    fs::path root = require_root(config_);
+    Confinement conf(config_);
     std::vector<VmInfo> vms;
-    for (const auto& dir : list_dirs(root)) vms.push_back(read_guarded(root, dir, [&] { return read_vm(root, dir); }));
-    return finish(std::move(vms), root);
+    for (const auto& dir : list_dirs(conf.root())) vms.push_back(read_guarded(conf, dir, [&] { return read_vm(conf, dir); }));
+    return finish(std::move(vms), conf.root());
   }
 
  private:

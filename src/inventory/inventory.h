@@ -10,7 +10,12 @@
 // reason naming the file and the fault (e.g. "web01.vmx line 7: expected 'key = \"value\"'"), and the
 // others are listed normally. It throws only when the manager itself is unusable (directory missing).
 // Ids are stable: the same VM yields the same vm_id on every discovery.
-// Plugins are stateless; discover() may run on any thread.
+// Confinement: a manager reads only files that resolve (after "..", symbolic links and a qemu-img look at each
+// image) below its root or an entry of its `allow` list, and for `local` only its devices. That holds for every
+// file the connector or qemu would open for a VM: its configuration, its disks, their VMDK extents, qcow2 data
+// files and backing files. A disk that would read anything else makes its VM's `error` name the disk, the path,
+// where it leads and the root; check_disk() applies the same rules when a run opens a disk.
+// Plugins are stateless; discover() and check_disk() may run on any thread.
 #pragma once
 
 #include <cstdint>
@@ -43,6 +48,9 @@ struct ManagerConfig {
   std::string name;  // user's label, e.g. "dc1-esx"
   std::string path;  // root directory (for local: unused)
   std::vector<std::string> devices;  // local only: disk files or block devices to offer
+  // Files or directories outside the root that its VMs may also read (a datastore's links to another volume,
+  // libvirt's /var/lib/libvirt/images); absolute.
+  std::vector<std::string> allow = {};
 };
 
 class Plugin {
@@ -59,5 +67,13 @@ class Plugin {
 std::unique_ptr<Plugin> make_plugin(const ManagerConfig& config);
 
 std::vector<std::string> plugin_types();
+
+// Checks, right before a run opens it, that the disk at `path` (as disk::open_source takes it, "x.ova#member" for
+// an OVA member) in `format` (empty: from the extension) is one that `managers` may read, with the rules of
+// discovery: the disk's file, its VMDK extents, data file and backing file (read from the image now, not from the
+// inventory) all resolve within one manager's reach. Throws ferry::Error kUnauthorized if it is not, naming the
+// path, where it leads and the roots; kInvalidArgument if the path or format is malformed or the image cannot be
+// inspected (qemu-img's reason).
+void check_disk(const std::vector<ManagerConfig>& managers, const std::string& path, const std::string& format);
 
 }  // namespace ferry::inventory

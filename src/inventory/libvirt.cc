@@ -53,32 +53,24 @@ std::vector<DiskSpec> domain_disks(VmInfo& vm, const pugi::xml_node& devices, co
       std::string format = disk.child("driver").attribute("type").as_string();
       if (format == "vhd") format = "vpc";
       if (format.empty()) format = qemu_format_for(path);
-      disks.push_back({name, path.lexically_normal().string(), format, ""});
+      disks.push_back({name, path.lexically_normal().string(), format});
     }
   }
   return disks;
 }
 
-VmInfo read_vm(const fs::path& root, const fs::path& file) {
-  VmInfo vm;
-  std::string where = shown(root, file);
-  vm.vm_id = where;
-  vm.name = file.stem().string();
-  vm.path = file.string();
+}  // namespace
+
+std::vector<DiskSpec> parse_domain(VmInfo& vm, const std::string& xml, const fs::path& dir, const std::string& where) {
   pugi::xml_document doc;
-  try {
-    if (std::string problem = load_xml(doc, read_file(file), where); !problem.empty()) {
-      vm.error = problem;
-      return vm;
-    }
-  } catch (const Error& e) {
-    vm.error = e.what();
-    return vm;
+  if (std::string problem = load_xml(doc, xml, where); !problem.empty()) {
+    add_error(vm, problem);
+    return {};
   }
   pugi::xml_node domain = doc.child("domain");
   if (!domain) {
-    vm.error = where + ": not a libvirt domain (root element <" + std::string(doc.document_element().name()) + ">)";
-    return vm;
+    add_error(vm, where + ": not a libvirt domain (root element <" + std::string(doc.document_element().name()) + ">)");
+    return {};
   }
   if (std::string uuid = normalize_uuid(domain.child_value("uuid")); !uuid.empty()) vm.vm_id = uuid;
   std::string name = trim(domain.child_value("name"));
@@ -115,9 +107,27 @@ VmInfo read_vm(const fs::path& root, const fs::path& file) {
     if (is_named(meta, "libosinfo"))
       if (std::string id = attr_named(child_named(meta, "os"), "id"); !id.empty()) vm.guest_os = id;
 
-  auto disks = domain_disks(vm, domain.child("devices"), file.parent_path(), where);
+  auto disks = domain_disks(vm, domain.child("devices"), dir, where);
   if (disks.empty() && vm.error.empty()) add_error(vm, where + ": the domain has no disk");
-  add_disks(vm, disks, root);
+  return disks;
+}
+
+namespace {
+
+VmInfo read_vm(const Confinement& conf, const fs::path& file) {
+  VmInfo vm;
+  std::string where = shown(conf.root(), file);
+  vm.vm_id = where;
+  vm.name = file.stem().string();
+  vm.path = file.string();
+  std::string xml;
+  try {
+    xml = read_config(file);
+  } catch (const Error& e) {
+    vm.error = e.what();
+    return vm;
+  }
+  add_disks(vm, parse_domain(vm, xml, file.parent_path(), where), conf);
   return vm;
 }
 
@@ -127,10 +137,10 @@ class Libvirt : public Plugin {
   std::string manager_type() const override { return "LIBVIRT"; }
   std::vector<std::string> capabilities() const override { return {"LIBVIRT"}; }
   std::vector<VmInfo> discover() const override {
-    fs::path root = require_root(config_);
+    Confinement conf(config_);
     std::vector<VmInfo> vms;
-    for (const auto& xml : list_files(root, {".xml"}, false)) vms.push_back(read_guarded(root, xml, [&] { return read_vm(root, xml); }));
-    return finish(std::move(vms), root);
+    for (const auto& xml : list_files(conf.root(), {".xml"}, false)) vms.push_back(read_guarded(conf, xml, [&] { return read_vm(conf, xml); }));
+    return finish(std::move(vms), conf.root());
   }
 
  private:

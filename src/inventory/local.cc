@@ -52,9 +52,9 @@ class Local : public Plugin {
     for (const auto& d : config_.devices) {
       fs::path path = fs::absolute(d).lexically_normal();
       std::string name = fs::path(d).filename().string();
-      disks.push_back({uses[name] > 1 || name.empty() ? path.string() : name, path.string(), qemu_format_for(path), ""});
+      disks.push_back({uses[name] > 1 || name.empty() ? path.string() : name, path.string(), qemu_format_for(path)});
     }
-    add_disks(vm, disks, fs::path());  // no root: messages show whole paths
+    add_disks(vm, disks, Confinement(config_));  // no root: messages show whole paths
     return {vm};
   }
 

@@ -16,11 +16,6 @@ namespace ferry::inventory {
 
 namespace {
 
-struct OvfDisk {
-  std::string id;    // ovf:diskId, the disk's name
-  std::string href;  // the file, relative to the descriptor (the member name in an OVA)
-};
-
 // Bytes per unit of OVF AllocationUnits: "byte * 2^20", "byte * 10^6", "byte * 1024", or the older
 // "MegaBytes" / "GigaBytes" / "KiloBytes" / "bytes". Without units, tools mean MiB.
 std::optional<uint64_t> allocation_bytes(const std::string& units) {
@@ -84,8 +79,9 @@ void read_virtual_system(VmInfo& vm, const pugi::xml_node& system, const std::st
   }
 }
 
-// Reads a descriptor into vm; returns the disks it lists, in DiskSection order. Problems go to vm.error.
-std::vector<OvfDisk> read_ovf(VmInfo& vm, const std::string& xml, const std::string& where) {
+}  // namespace
+
+std::vector<OvfDisk> parse_ovf(VmInfo& vm, const std::string& xml, const std::string& where) {
   std::vector<OvfDisk> disks;
   pugi::xml_document doc;
   if (std::string problem = load_xml(doc, xml, where); !problem.empty()) {
@@ -127,9 +123,17 @@ std::vector<OvfDisk> read_ovf(VmInfo& vm, const std::string& xml, const std::str
   return disks;
 }
 
-VmInfo read_ova(const fs::path& root, const fs::path& ova) {
+DiskSpec ova_member_disk(const std::string& name, const fs::path& package, const std::string& member, uint64_t offset, uint64_t size) {
+  std::string format = disk::format_from_extension(member);
+  if (format.empty() || format == "ova") format = "vmdk";
+  return {name, package.string() + "#" + member, format, DiskSpec::Member{package, offset, size, disk::json_filename_for_member(package, format, offset, size)}};
+}
+
+namespace {
+
+VmInfo read_ova(const Confinement& conf, const fs::path& ova) {
   VmInfo vm;
-  std::string where = shown(root, ova);
+  std::string where = shown(conf.root(), ova);
   vm.vm_id = where;
   vm.name = ova.stem().string();
   vm.path = ova.string();
@@ -144,46 +148,48 @@ VmInfo read_ova(const fs::path& root, const fs::path& ova) {
       return vm;
     }
     descriptor = where + "#" + ovf->name;
-    xml.resize(ovf->size);
+    if (ovf->size > kMaxConfigBytes) {
+      vm.error = descriptor + ": " + std::to_string(ovf->size) + " bytes; an OVF descriptor is at most 16 MiB";
+      return vm;
+    }
+    xml.resize(static_cast<size_t>(ovf->size));
     File(ova, O_RDONLY).pread_all(xml.data(), xml.size(), ovf->offset);
   } catch (const Error& e) {
     vm.error = e.what();
     return vm;
   }
   std::vector<DiskSpec> specs;
-  for (const auto& d : read_ovf(vm, xml, descriptor)) {
+  for (const auto& d : parse_ovf(vm, xml, descriptor)) {
     auto m = std::find_if(members.begin(), members.end(), [&](const disk::TarMember& t) { return t.name == d.href; });
     if (m == members.end()) {
       add_error(vm, where + ": disk '" + d.id + "' refers to '" + d.href + "', which is not in the package");
       continue;
     }
-    std::string format = disk::format_from_extension(m->name);
-    if (format.empty() || format == "ova") format = "vmdk";
-    specs.push_back({d.id, ova.string() + "#" + m->name, "", disk::json_filename_for_member(ova, format, m->offset, m->size)});
+    specs.push_back(ova_member_disk(d.id, ova, m->name, m->offset, m->size));
   }
-  add_disks(vm, specs, root);
+  add_disks(vm, specs, conf);
   return vm;
 }
 
-VmInfo read_unpacked(const fs::path& root, const fs::path& ovf) {
+VmInfo read_unpacked(const Confinement& conf, const fs::path& ovf) {
   VmInfo vm;
-  std::string where = shown(root, ovf);
+  std::string where = shown(conf.root(), ovf);
   vm.vm_id = where;
   vm.name = ovf.stem().string();
   vm.path = ovf.string();
   std::string xml;
   try {
-    xml = read_file(ovf);
+    xml = read_config(ovf);
   } catch (const Error& e) {
     vm.error = e.what();
     return vm;
   }
   std::vector<DiskSpec> specs;
-  for (const auto& d : read_ovf(vm, xml, where)) {
+  for (const auto& d : parse_ovf(vm, xml, where)) {
     fs::path path = (ovf.parent_path() / d.href).lexically_normal();
-    specs.push_back({d.id, path.string(), qemu_format_for(path), ""});
+    specs.push_back({d.id, path.string(), qemu_format_for(path)});
   }
-  add_disks(vm, specs, root);
+  add_disks(vm, specs, conf);
   return vm;
 }
 
@@ -193,12 +199,12 @@ class Ova : public Plugin {
   std::string manager_type() const override { return "OVA"; }
   std::vector<std::string> capabilities() const override { return {"OVA"}; }
   std::vector<VmInfo> discover() const override {
-    fs::path root = require_root(config_);
+    Confinement conf(config_);
     std::vector<VmInfo> vms;
-    for (const auto& file : list_files(root, {".ova", ".ovf"}, /*recursive=*/true))
+    for (const auto& file : list_files(conf.root(), {".ova", ".ovf"}, /*recursive=*/true))
       vms.push_back(read_guarded(
-          root, file, [&] { return lower(file.extension().string()) == ".ova" ? read_ova(root, file) : read_unpacked(root, file); }));
-    return finish(std::move(vms), root);
+          conf, file, [&] { return lower(file.extension().string()) == ".ova" ? read_ova(conf, file) : read_unpacked(conf, file); }));
+    return finish(std::move(vms), conf.root());
   }
 
  private:

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/fs.h"
 #include "common/process.h"
 #include "inventory/internal.h"
 
@@ -47,28 +48,6 @@ std::string block_device_size(const std::string& path, uint64_t* size) {
   if (::ioctl(fd, BLKGETSIZE64, size) != 0) problem = std::string("cannot read its size: ") + std::strerror(errno);
   ::close(fd);
   return problem;
-}
-
-// What is wrong with one disk, or "".
-std::string probe(const DiskSpec& spec, DiskInfo& disk) {
-  std::string format = spec.qemu_format;
-  if (spec.qemu_filename.empty()) {
-    struct stat st;
-    if (::stat(spec.path.c_str(), &st) != 0) return errno == ENOENT ? "no such file" : std::strerror(errno);
-    if (S_ISDIR(st.st_mode)) return "is a directory, not a disk";
-    if (S_ISBLK(st.st_mode) && (format.empty() || format == "raw")) {
-      disk.format = "raw";
-      return block_device_size(spec.path, &disk.size);
-    }
-  }
-  QemuInfo info = qemu_info(spec.qemu_filename.empty() ? spec.path : spec.qemu_filename, format);
-  if (!info.error.empty()) return info.error;
-  disk.format = info.format == "vpc" ? "vhd" : info.format;
-  disk.size = info.size;
-  if (!info.backing.empty())
-    return "has a backing file ('" + info.backing + "'): it is one layer of a chain (a snapshot); " +
-           "consolidate the snapshots or flatten the chain with 'qemu-img convert' first";
-  return "";
 }
 
 }  // namespace
@@ -164,6 +143,13 @@ QemuInfo qemu_info(const std::string& filename, const std::string& qemu_format) 
     info.format = j.at("format").get<std::string>();
     info.size = j.at("virtual-size").get<uint64_t>();
     info.backing = j.value("backing-filename", "");
+    if (!info.backing.empty()) info.references.push_back({"backing file", j.value("full-backing-filename", info.backing), true});
+    if (auto data = j.find("format-specific"); data != j.end() && data->contains("data")) {
+      const auto& d = (*data)["data"];
+      for (const auto& e : d.value("extents", nlohmann::json::array())) info.references.push_back({"extent", e.at("filename").get<std::string>(), true});
+      // qemu opens a qcow2's relative data file name from its working directory, not the image's.
+      if (d.contains("data-file")) info.references.push_back({"data file", d.at("data-file").get<std::string>(), false});
+    }
   } catch (const nlohmann::json::exception& e) {
     info.error = std::string("cannot parse qemu-img info output: ") + e.what();
   }
@@ -177,30 +163,75 @@ std::string qemu_format_for(const fs::path& file) {
   return it == kByExtension.end() ? "" : it->second;
 }
 
-void add_disks(VmInfo& vm, const std::vector<DiskSpec>& disks, const fs::path& root) {
+Problem probe(const Confinement& conf, const DiskSpec& spec, DiskInfo& disk) {
+  const fs::path file = spec.file();
+  if (auto why = conf.check(file); !why.empty()) return {why, true};
+  struct stat st;
+  if (::stat(file.c_str(), &st) != 0) return {errno == ENOENT ? "no such file" : std::strerror(errno)};
+  if (auto why = not_a_disk(st); !why.empty()) return {why, true};
+  std::string format = spec.qemu_format;
+  if (!spec.member && S_ISBLK(st.st_mode) && (format.empty() || format == "raw")) {
+    disk.format = "raw";
+    return {block_device_size(spec.path, &disk.size)};
+  }
+  // qemu-img info opens a VMDK's extents: those its descriptor names are checked before it runs.
+  if (format.empty() || format == "vmdk") {
+    try {
+      if (auto why = check_references(conf, file, vmdk_references(spec)); !why.empty()) return {why, true};
+    } catch (const Error& e) {
+      return {e.what()};
+    }
+  }
+  // An OVA member's json: filename names its format itself.
+  QemuInfo info = spec.member ? qemu_info(spec.member->qemu_filename, "") : qemu_info(spec.path, format);
+  if (!info.error.empty()) return {info.error};
+  if (auto why = check_references(conf, file, info.references); !why.empty()) return {why, true};
+  disk.format = info.format == "vpc" ? "vhd" : info.format;
+  disk.size = info.size;
+  if (!info.backing.empty())
+    return {"has a backing file ('" + info.backing + "'): it is one layer of a chain (a snapshot); " +
+            "consolidate the snapshots or flatten the chain with 'qemu-img convert' first"};
+  return {};
+}
+
+void add_disks(VmInfo& vm, const std::vector<DiskSpec>& disks, const Confinement& conf) {
   for (const auto& spec : disks) {
     DiskInfo disk;
     disk.name = spec.name;
     disk.path = spec.path;
-    std::string problem = probe(spec, disk);
-    if (!problem.empty()) add_error(vm, "disk '" + spec.name + "' (" + shown(root, spec.path) + "): " + problem);
+    Problem problem = probe(conf, spec, disk);
+    if (!problem.text.empty()) add_error(vm, "disk '" + spec.name + "' (" + shown(conf.root(), spec.path) + "): " + problem.text);
     vm.disks.push_back(std::move(disk));
   }
 }
 
 void add_error(VmInfo& vm, const std::string& problem) { vm.error += (vm.error.empty() ? "" : "; ") + problem; }
 
-VmInfo read_guarded(const fs::path& root, const fs::path& path, const std::function<VmInfo()>& read) {
+VmInfo read_guarded(const Confinement& conf, const fs::path& path, const std::function<VmInfo()>& read) {
+  std::string problem = conf.check(path);
   try {
-    return read();
+    if (problem.empty()) return read();
   } catch (const std::exception& e) {
-    VmInfo vm;
-    vm.vm_id = shown(root, path);
-    vm.name = path.stem().string();
-    vm.path = path.string();
-    vm.error = vm.vm_id + ": " + e.what();
-    return vm;
+    problem = e.what();
   }
+  VmInfo vm;
+  vm.vm_id = shown(conf.root(), path);
+  vm.name = path.stem().string();
+  vm.path = path.string();
+  vm.error = vm.vm_id + ": " + problem;
+  return vm;
+}
+
+std::string read_config(const fs::path& file) {
+  File f(file, O_RDONLY | O_NONBLOCK);  // never waits on a FIFO
+  struct stat st;
+  if (::fstat(f.fd(), &st) != 0) fail_errno("'" + file.string() + "'");
+  if (!S_ISREG(st.st_mode)) fail(ErrorKind::kInvalidArgument, "'" + file.string() + "' is not a regular file");
+  if (static_cast<uint64_t>(st.st_size) > kMaxConfigBytes)
+    fail(ErrorKind::kInvalidArgument, "'" + file.string() + "' is " + std::to_string(st.st_size) + " bytes; a configuration file is at most 16 MiB");
+  std::string text(static_cast<size_t>(st.st_size), '\0');
+  f.pread_all(text.data(), text.size(), 0);
+  return text;
 }
 
 std::vector<VmInfo> finish(std::vector<VmInfo> vms, const fs::path& root) {

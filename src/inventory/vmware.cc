@@ -12,17 +12,6 @@ namespace ferry::inventory {
 
 namespace {
 
-// A .vmx file: `key = "value"` lines, keys case-insensitive (kept lower-case), values unescaped.
-struct Vmx {
-  std::map<std::string, std::string> values;
-  std::string error;  // the first malformed line, "<where> line N: <what>"
-
-  std::string get(const std::string& key, const std::string& fallback = "") const {
-    auto it = values.find(key);
-    return it == values.end() ? fallback : it->second;
-  }
-};
-
 int hex_digit(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -45,6 +34,8 @@ std::string unescape(const std::string& s) {
   }
   return out;
 }
+
+}  // namespace
 
 Vmx parse_vmx(const std::string& text, const std::string& where) {
   Vmx vmx;
@@ -82,6 +73,8 @@ Vmx parse_vmx(const std::string& text, const std::string& where) {
   return vmx;
 }
 
+namespace {
+
 // "scsi0:1" sorts by bus kind (in this order), then controller, then unit.
 struct DiskSlot {
   int bus;
@@ -90,6 +83,8 @@ struct DiskSlot {
   std::string name;
   bool operator<(const DiskSlot& o) const { return std::tie(bus, controller, unit) < std::tie(o.bus, o.controller, o.unit); }
 };
+
+}  // namespace
 
 std::vector<DiskSpec> vmx_disks(const Vmx& vmx, const fs::path& dir) {
   static const std::regex kDiskFile("(scsi|sata|ide|nvme)([0-9]{1,4}):([0-9]{1,4})\\.filename");
@@ -108,20 +103,22 @@ std::vector<DiskSpec> vmx_disks(const Vmx& vmx, const fs::path& dir) {
   std::vector<DiskSpec> disks;
   for (const auto& [slot, file] : found) {
     fs::path path = fs::path(file).is_absolute() ? fs::path(file) : dir / file;
-    disks.push_back({slot.name, path.lexically_normal().string(), "vmdk", ""});
+    disks.push_back({slot.name, path.lexically_normal().string(), "vmdk"});
   }
   return disks;
 }
 
-VmInfo read_vm(const fs::path& root, const fs::path& file) {
+namespace {
+
+VmInfo read_vm(const Confinement& conf, const fs::path& file) {
   VmInfo vm;
-  std::string where = shown(root, file);
+  std::string where = shown(conf.root(), file);
   vm.path = file.string();
   vm.vm_id = where;
   vm.name = file.stem().string();
   Vmx vmx;
   try {
-    vmx = parse_vmx(read_file(file), where);
+    vmx = parse_vmx(read_config(file), where);
   } catch (const Error& e) {
     vm.error = e.what();
     return vm;
@@ -145,7 +142,7 @@ VmInfo read_vm(const fs::path& root, const fs::path& file) {
     add_error(vm, where + ": memsize '" + vmx.get("memsize") + "' is not a number of MiB");
   auto disks = vmx_disks(vmx, file.parent_path());
   if (disks.empty()) add_error(vm, where + ": no disks (no scsi, sata, ide or nvme device with a .vmdk file)");
-  add_disks(vm, disks, root);
+  add_disks(vm, disks, conf);
   return vm;
 }
 
@@ -155,11 +152,11 @@ class Vmware : public Plugin {
   std::string manager_type() const override { return "VSPHERE"; }
   std::vector<std::string> capabilities() const override { return {"VSPHERE", "SNAPSHOT_BATCHING"}; }
   std::vector<VmInfo> discover() const override {
-    fs::path root = require_root(config_);
+    Confinement conf(config_);
     std::vector<VmInfo> vms;
-    for (const auto& vmx : list_files(root, {".vmx"}, /*recursive=*/true))
-      vms.push_back(read_guarded(root, vmx, [&] { return read_vm(root, vmx); }));
-    return finish(std::move(vms), root);
+    for (const auto& vmx : list_files(conf.root(), {".vmx"}, /*recursive=*/true))
+      vms.push_back(read_guarded(conf, vmx, [&] { return read_vm(conf, vmx); }));
+    return finish(std::move(vms), conf.root());
   }
 
  private:

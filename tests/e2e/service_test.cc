@@ -65,7 +65,7 @@ TEST(ServiceE2E, CliDrivesAWholeFlow) {
   // Relative paths: the connector resolves them against the configuration file's directory.
   e2e::write_connector_config(dir.path() / "connector.json", "dc1",
                               json::array({{{"type", "vmware"}, {"name", "esx1"}, {"path", "vms/vmware"}},
-                                           {{"type", "libvirt"}, {"name", "kvm1"}, {"path", "vms/libvirt"}},
+                                           {{"type", "libvirt"}, {"name", "kvm1"}, {"path", "vms/libvirt"}, {"allow", {"vms/images"}}},
                                            {{"type", "hyperv"}, {"name", "hv1"}, {"path", "vms/hyperv"}},
                                            {{"type", "azure"}, {"name", "az"}, {"path", "vms/azure"}},
                                            {{"type", "ova"}, {"name", "appliances"}, {"path", "vms/ova"}}}));
@@ -182,7 +182,7 @@ TEST(ServiceE2E, MalformedInventoryReportsTheVmAndImportsTheOthers) {
   std::ofstream(vms / "ova" / "broken-ovf.ovf") << "this is not XML at all\n";
   e2e::write_connector_config(dir.path() / "connector.json", "dc1",
                               json::array({{{"type", "vmware"}, {"name", "esx1"}, {"path", "vms/vmware"}},
-                                           {{"type", "libvirt"}, {"name", "kvm1"}, {"path", "vms/libvirt"}},
+                                           {{"type", "libvirt"}, {"name", "kvm1"}, {"path", "vms/libvirt"}, {"allow", {"vms/images"}}},
                                            {{"type", "ova"}, {"name", "appliances"}, {"path", "vms/ova"}}}));
 
   ServerProcess server(dir.path() / "server");
@@ -231,7 +231,7 @@ TEST(ServiceE2E, DiskIsReadInTheFormatItsManagerDeclaresNotProbed) {
       << "<domain type='kvm'>\n  <name>guest</name>\n  <memory unit='MiB'>512</memory>\n  <vcpu>1</vcpu>\n  <devices>\n"
          "    <disk type='file' device='disk'>\n      <driver name='qemu' type='raw'/>\n      <source file='"
       << fs::absolute(guest).string() << "'/>\n      <target dev='vda' bus='virtio'/>\n    </disk>\n  </devices>\n</domain>\n";
-  e2e::write_connector_config(dir.path() / "connector.json", "dc1", json::array({{{"type", "libvirt"}, {"name", "kvm1"}, {"path", "vms/libvirt"}}}));
+  e2e::write_connector_config(dir.path() / "connector.json", "dc1", json::array({{{"type", "libvirt"}, {"name", "kvm1"}, {"path", "vms/libvirt"}, {"allow", {"vms/images"}}}}));
 
   ServerProcess server(dir.path() / "server");
   server.start();

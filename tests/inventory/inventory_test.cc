@@ -3,6 +3,7 @@
 #include "inventory/inventory.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 
 #include "common/error.h"
 #include "fixtures/fixtures.h"
+#include "inventory/internal.h"  // the VMDK descriptor reader, tested against qemu's reading
 
 namespace fs = std::filesystem;
 namespace fx = ferry::testing;
@@ -38,8 +40,10 @@ fs::path make_disk(const fs::path& dest, const std::string& kind, uint64_t mib =
   return dest;
 }
 
-std::vector<VmInfo> discover(const std::string& type, const fs::path& root) {
-  return ferry::inventory::make_plugin({type, "test-" + type, root.string(), {}})->discover();
+std::vector<VmInfo> discover(const std::string& type, const fs::path& root, const std::vector<fs::path>& allow = {}) {
+  ManagerConfig config{type, "test-" + type, root.string(), {}};
+  for (const auto& a : allow) config.allow.push_back(a.string());
+  return ferry::inventory::make_plugin(config)->discover();
 }
 
 const VmInfo& vm_named(const std::vector<VmInfo>& vms, const std::string& name) {
@@ -452,7 +456,7 @@ TEST(Libvirt, ReadsNameUuidCpusMemoryOsAndDisks) {
       "      <libosinfo:os id='http://debian.org/debian/12'/>\n    </libosinfo:libosinfo>\n  </metadata>\n";
   write(dir.path() / "libvirt/db01.xml", domain_xml("db01", "<memory unit='GiB'>8</memory>", disks, extra));
 
-  auto vms = discover("libvirt", dir.path() / "libvirt");
+  auto vms = discover("libvirt", dir.path() / "libvirt", {images});
   ASSERT_EQ(vms.size(), 1u);
   const VmInfo& vm = vms[0];
   EXPECT_EQ(vm.error, "");
@@ -477,7 +481,7 @@ TEST(Libvirt, ConvertsMemoryUnitsAndNamesTheOsByTypeAndArch) {
   xml("mib", "<memory unit='MiB'>1536</memory>");
   xml("gib", "<memory unit='G'>2</memory>");
   xml("kb", "<memory unit='KB'>2097152</memory>");
-  auto vms = discover("libvirt", dir.path() / "qemu");
+  auto vms = discover("libvirt", dir.path() / "qemu", {dir.path() / "images"});
   ASSERT_EQ(vms.size(), 4u);
   EXPECT_EQ(vm_named(vms, "kib").memory_mib, 2048u);
   EXPECT_EQ(vm_named(vms, "mib").memory_mib, 1536u);
@@ -492,7 +496,7 @@ TEST(Libvirt, XmlThatDoesNotParseIsReportedWithPugixmlsReasonAndOffset) {
   auto disk = make_disk(dir.path() / "images/ok.qcow2", "qcow2");
   write(dir.path() / "qemu/ok.xml", domain_xml("ok", "<memory>1048576</memory>", file_disk(disk, "qcow2", "vda")));
   write(dir.path() / "qemu/broken.xml", "<domain type='kvm'>\n  <name>broken</name>\n  <vcpu>2</cpu>\n</domain>\n");
-  auto vms = discover("libvirt", dir.path() / "qemu");
+  auto vms = discover("libvirt", dir.path() / "qemu", {dir.path() / "images"});
   ASSERT_EQ(vms.size(), 2u);
   EXPECT_EQ(vm_named(vms, "broken").error, "broken.xml: not valid XML: Start-end tags mismatch at line 3 (offset 53)");
   EXPECT_EQ(vm_named(vms, "ok").error, "");
@@ -502,7 +506,7 @@ TEST(Libvirt, DomainWithoutNameIsReported) {
   fx::TempDir dir;
   auto disk = make_disk(dir.path() / "images/x.qcow2", "qcow2");
   write(dir.path() / "qemu/nameless.xml", domain_xml("", "<memory>1048576</memory>", file_disk(disk, "qcow2", "vda")));
-  auto vms = discover("libvirt", dir.path() / "qemu");
+  auto vms = discover("libvirt", dir.path() / "qemu", {dir.path() / "images"});
   ASSERT_EQ(vms.size(), 1u);
   EXPECT_EQ(vms[0].error, "nameless.xml: the domain has no <name>");
   EXPECT_EQ(vms[0].name, "nameless");
@@ -519,7 +523,7 @@ TEST(Libvirt, NetworkDisksMissingFilesAndBackingChainsAreReported) {
   write(dir.path() / "qemu/gone.xml",
         domain_xml("gone", "<memory>1048576</memory>", file_disk(dir.path() / "images/gone.qcow2", "qcow2", "vda")));
   write(dir.path() / "qemu/chain.xml", domain_xml("chain", "<memory>1048576</memory>", file_disk(top, "qcow2", "vda")));
-  auto vms = discover("libvirt", dir.path() / "qemu");
+  auto vms = discover("libvirt", dir.path() / "qemu", {dir.path() / "images"});
   ASSERT_EQ(vms.size(), 3u);
   EXPECT_EQ(vm_named(vms, "rbd").error, "rbd.xml: disk 'vda' is a network disk (rbd); only file and block disks can be replicated");
   EXPECT_EQ(vm_named(vms, "gone").error, "disk 'vda' (" + (dir.path() / "images/gone.qcow2").string() + "): no such file");
@@ -731,6 +735,554 @@ TEST(Local, MissingDeviceIsReportedAndNoDevicesThrows) {
   ASSERT_EQ(vms.size(), 1u);
   EXPECT_EQ(vms[0].error, "disk 'sdz' (" + (dir.path() / "sdz").string() + "): no such file");
   EXPECT_THROW(ferry::inventory::make_plugin({"local", "h", "", {}})->discover(), ferry::Error);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Confinement: a manager's VMs read only below its root, its "allow" entries (local: its devices). Each test
+// puts a VM that reaches out next to one that does not: the first is refused with a reason, the second imports.
+
+// What an attacker wants from the host: 64 KiB of text.
+fs::path host_secret(const fs::path& file) {
+  std::string text;
+  while (text.size() < 64 * 1024) text += "host secret: root's key material\n";
+  write(file, text.substr(0, 64 * 1024));
+  return file;
+}
+
+// A monolithicFlat-style VMDK descriptor whose extents are `extents` (128 sectors each). (Not a blank line right
+// before an extent line: qemu's sscanf would read that extent twice.)
+std::string flat_descriptor(const std::vector<std::string>& extents) {
+  std::string d = "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\n# Extent description\n";
+  for (const auto& e : extents) d += "RW 128 FLAT \"" + e + "\" 0\n";
+  return d + "\n# The Disk Data Base\nddb.virtualHWVersion = \"4\"\nddb.adapterType = \"ide\"\n";
+}
+
+// A datastore VM at root/NAME/NAME.vmx whose one disk is root/NAME/NAME.vmdk, written as `descriptor`.
+void vmware_vm(const fs::path& root, const std::string& name, const std::string& descriptor) {
+  write(root / name / (name + ".vmx"), "displayName = \"" + name + "\"\nscsi0:0.fileName = \"" + name + ".vmdk\"\n");
+  write(root / name / (name + ".vmdk"), descriptor);
+}
+
+// The good neighbour every test keeps in the same root: a monolithicSparse disk of 2 MiB.
+void good_vmware_vm(const fs::path& root) {
+  write(root / "good/good.vmx", "displayName = \"good\"\nscsi0:0.fileName = \"good.vmdk\"\n");
+  make_disk(root / "good/good.vmdk", "vmdk-monolithicSparse", 2);
+}
+
+void expect_good(const std::vector<VmInfo>& vms) {
+  const VmInfo& good = vm_named(vms, "good");
+  EXPECT_EQ(good.error, "");
+  ASSERT_EQ(good.disks.size(), 1u);
+  EXPECT_EQ(good.disks[0].size, 2 * kMiB);
+}
+
+std::string outside(const fs::path& root, const std::string& type) {
+  return ", outside the root " + root.string() + " of " + type + " manager 'test-" + type +
+         "' (add it to the manager's \"allow\" list if that is intended)";
+}
+
+TEST(Confinement, VmdkExtentClimbingOutOfTheDatastoreIsRefused) {
+  fx::TempDir dir;
+  auto root = dir.path() / "vmfs";
+  std::string climb = fs::path("/etc/passwd").lexically_relative(root / "web01").string();  // "../../../../etc/passwd"
+  vmware_vm(root, "web01", flat_descriptor({climb}));
+  good_vmware_vm(root);
+  auto vms = discover("vmware", root);
+  ASSERT_EQ(vms.size(), 2u);
+  EXPECT_EQ(vm_named(vms, "web01").error,
+            "disk 'scsi0:0' (web01/web01.vmdk): extent '" + climb + "' resolves to /etc/passwd" + outside(root, "vmware"));
+  expect_good(vms);
+}
+
+TEST(Confinement, AbsoluteVmdkExtentOutsideIsRefused) {
+  fx::TempDir dir, elsewhere;
+  auto secret = host_secret(elsewhere.path() / "secret.raw");
+  vmware_vm(dir.path(), "web01", flat_descriptor({secret.string()}));
+  good_vmware_vm(dir.path());
+  auto vms = discover("vmware", dir.path());
+  ASSERT_EQ(vms.size(), 2u);
+  EXPECT_EQ(vm_named(vms, "web01").error, "disk 'scsi0:0' (web01/web01.vmdk): extent '" + secret.string() + "' resolves to " +
+                                              fs::canonical(secret).string() + outside(dir.path(), "vmware"));
+  expect_good(vms);
+}
+
+// qemu reads extent lines with sscanf, whose conversions skip new lines: one extent may span several lines, and a
+// descriptor ends at its first NUL byte. The check reads it the same way (and what qemu-img reports, besides).
+TEST(Confinement, VmdkExtentSpreadOverLinesIsRefused) {
+  fx::TempDir dir, elsewhere;
+  auto secret = host_secret(elsewhere.path() / "secret.raw");
+  vmware_vm(dir.path(), "web01",
+            "# Disk DescriptorFile\nversion=1\ncreateType=\"monolithicFlat\"\nRW 128\n  FLAT\n\"" + secret.string() + "\" 0\n");
+  good_vmware_vm(dir.path());
+  auto vms = discover("vmware", dir.path());
+  ASSERT_EQ(vms.size(), 2u);
+  EXPECT_TRUE(contains(vm_named(vms, "web01").error, "extent '" + secret.string() + "' resolves to")) << vm_named(vms, "web01").error;
+  expect_good(vms);
+}
+
+TEST(Confinement, VmdkExtentThroughALinkOutsideIsRefusedUnlessAllowed) {
+  fx::TempDir dir, volume;
+  auto flat = host_secret(volume.path() / "web01-flat.vmdk");
+  vmware_vm(dir.path(), "web01", flat_descriptor({"web01-flat.vmdk"}));
+  fs::create_symlink(flat, dir.path() / "web01/web01-flat.vmdk");
+  good_vmware_vm(dir.path());
+
+  auto vms = discover("vmware", dir.path());
+  ASSERT_EQ(vms.size(), 2u);
+  EXPECT_EQ(vm_named(vms, "web01").error, "disk 'scsi0:0' (web01/web01.vmdk): extent 'web01-flat.vmdk' resolves to " +
+                                              fs::canonical(flat).string() + outside(dir.path(), "vmware"));
+  expect_good(vms);
+
+  // The operator vouches for the other volume: the same link is followed.
+  vms = discover("vmware", dir.path(), {volume.path()});
+  EXPECT_EQ(vm_named(vms, "web01").error, "");
+  EXPECT_EQ(vm_named(vms, "web01").disks.at(0).size, 128u * 512);
+  expect_good(vms);
+}
+
+// A sparse VMDK whose header says capacity 0 makes qemu take its extents from the embedded descriptor.
+TEST(Confinement, ExtentInTheDescriptorEmbeddedInASparseVmdkIsRefused) {
+  fx::TempDir dir, elsewhere;
+  auto secret = host_secret(elsewhere.path() / "secret.raw");
+  auto vmdk = make_disk(dir.path() / "web01/web01.vmdk", "vmdk-monolithicSparse", 2);
+  write(dir.path() / "web01/web01.vmx", "displayName = \"web01\"\nscsi0:0.fileName = \"web01.vmdk\"\n");
+  {
+    std::fstream f(vmdk, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(12);
+    f.write(std::string(8, '\0').data(), 8);  // capacity 0
+    std::string descriptor = flat_descriptor({secret.string()});
+    f.seekp(512);  // where qemu-img put the embedded descriptor (descriptor offset 1 sector)
+    f.write(descriptor.c_str(), static_cast<std::streamsize>(descriptor.size() + 1));
+    ASSERT_TRUE(f.good());
+  }
+  good_vmware_vm(dir.path());
+  auto vms = discover("vmware", dir.path());
+  ASSERT_EQ(vms.size(), 2u);
+  EXPECT_TRUE(contains(vm_named(vms, "web01").error, "disk 'scsi0:0' (web01/web01.vmdk): extent '" + secret.string() + "' resolves to"))
+      << vm_named(vms, "web01").error;
+  expect_good(vms);
+}
+
+TEST(Confinement, VmxDiskOutsideTheDatastoreIsRefused) {
+  fx::TempDir dir, elsewhere;
+  auto foreign = make_disk(elsewhere.path() / "other.vmdk", "vmdk-monolithicSparse", 2);
+  std::string climb = foreign.lexically_relative(dir.path() / "rel").string();
+  write(dir.path() / "abs/abs.vmx", "displayName = \"abs\"\nscsi0:0.fileName = \"" + foreign.string() + "\"\n");
+  write(dir.path() / "rel/rel.vmx", "displayName = \"rel\"\nscsi0:0.fileName = \"" + climb + "\"\n");
+  good_vmware_vm(dir.path());
+  auto vms = discover("vmware", dir.path());
+  ASSERT_EQ(vms.size(), 3u);
+  std::string refused = "disk 'scsi0:0' (" + foreign.string() + "): resolves to " + fs::canonical(foreign).string() + outside(dir.path(), "vmware");
+  EXPECT_EQ(vm_named(vms, "abs").error, refused);
+  EXPECT_EQ(vm_named(vms, "rel").error, refused);
+  expect_good(vms);
+}
+
+TEST(Confinement, VmxThatIsALinkOutsideIsNotRead) {
+  fx::TempDir dir, elsewhere;
+  write(elsewhere.path() / "stolen.vmx", "displayName = \"from elsewhere\"\nscsi0:0.fileName = \"x.vmdk\"\n");
+  fs::create_directories(dir.path() / "link");
+  fs::create_symlink(elsewhere.path() / "stolen.vmx", dir.path() / "link/link.vmx");
+  good_vmware_vm(dir.path());
+  auto vms = discover("vmware", dir.path());
+  ASSERT_EQ(vms.size(), 2u);
+  const VmInfo& link = vm_named(vms, "link");  // named after the file: its content was not read
+  EXPECT_EQ(link.error, "link/link.vmx: resolves to " + fs::canonical(elsewhere.path() / "stolen.vmx").string() + outside(dir.path(), "vmware"));
+  expect_good(vms);
+}
+
+TEST(Confinement, DatastoreRootThatIsALinkWorks) {
+  fx::TempDir dir;
+  auto real = dir.path() / "volumes/datastore1";
+  good_vmware_vm(real);
+  write(real / "web01/web01.vmx", "displayName = \"web01\"\nscsi0:0.fileName = \"web01.vmdk\"\n");
+  make_disk(real / "web01/web01-flat.vmdk", "raw", 1);
+  write(real / "web01/web01.vmdk", flat_descriptor({"web01-flat.vmdk"}));
+  fs::create_symlink(real, dir.path() / "datastore");
+  auto vms = discover("vmware", dir.path() / "datastore");
+  ASSERT_EQ(vms.size(), 2u);
+  expect_good(vms);
+  EXPECT_EQ(vm_named(vms, "web01").error, "");
+  EXPECT_EQ(vm_named(vms, "web01").disks.at(0).path, (dir.path() / "datastore/web01/web01.vmdk").string());
+}
+
+TEST(Confinement, LinkLoopAndFifoAreRefusedWithoutHanging) {
+  fx::TempDir dir;
+  fs::create_directories(dir.path() / "loop");
+  fs::create_symlink("b", dir.path() / "loop/a");
+  fs::create_symlink("a", dir.path() / "loop/b");
+  vmware_vm(dir.path(), "loop", flat_descriptor({"a"}));
+  write(dir.path() / "fifo/fifo.vmx", "displayName = \"fifo\"\nscsi0:0.fileName = \"fifo.vmdk\"\n");
+  ASSERT_EQ(::mkfifo((dir.path() / "fifo/fifo.vmdk").c_str(), 0600), 0);
+  good_vmware_vm(dir.path());
+  auto vms = discover("vmware", dir.path());
+  ASSERT_EQ(vms.size(), 3u);
+  EXPECT_TRUE(contains(vm_named(vms, "loop").error, "extent 'a' cannot be resolved: more than 40 symbolic links")) << vm_named(vms, "loop").error;
+  EXPECT_EQ(vm_named(vms, "fifo").error, "disk 'scsi0:0' (fifo/fifo.vmdk): is a FIFO, not a disk");
+  expect_good(vms);
+}
+
+TEST(Confinement, ExtentThatIsACharacterDeviceIsRefusedEvenWhenAllowed) {
+  fx::TempDir dir;
+  vmware_vm(dir.path(), "zero", flat_descriptor({"/dev/zero"}));
+  good_vmware_vm(dir.path());
+  auto vms = discover("vmware", dir.path(), {"/dev"});
+  EXPECT_EQ(vm_named(vms, "zero").error, "disk 'scsi0:0' (zero/zero.vmdk): extent '/dev/zero' is a character device, not a disk");
+  expect_good(vms);
+}
+
+TEST(Confinement, HugeConfigurationFileIsRefusedUnread) {
+  fx::TempDir dir;
+  write(dir.path() / "big/big.vmx", "displayName = \"big\"\n");
+  fs::resize_file(dir.path() / "big/big.vmx", 17 * kMiB);
+  good_vmware_vm(dir.path());
+  auto vms = discover("vmware", dir.path());
+  ASSERT_EQ(vms.size(), 2u);
+  EXPECT_TRUE(contains(vm_named(vms, "big").error, "is 17825792 bytes; a configuration file is at most 16 MiB")) << vm_named(vms, "big").error;
+  expect_good(vms);
+}
+
+// libvirt: qcow2 images name other files qemu opens: the backing file, an external data file.
+
+// Two domains in root/qemu: "evil" with the disk `evil`, "good" with a 2 MiB qcow2; images are in root/images.
+std::vector<VmInfo> libvirt_pair(const fs::path& root, const fs::path& evil, const std::string& evil_format, const std::string& evil_type = "file") {
+  auto good = make_disk(root / "images/good.qcow2", "qcow2", 2);
+  write(root / "qemu/good.xml", domain_xml("good", "<memory>1048576</memory>", file_disk(good, "qcow2", "vda")));
+  std::string source = evil_type == "file" ? "file" : "dev";
+  write(root / "qemu/evil.xml", domain_xml("evil", "<memory>1048576</memory>",
+                                           "    <disk type='" + evil_type + "' device='disk'>\n      <driver name='qemu' type='" + evil_format +
+                                               "'/>\n      <source " + source + "='" + evil.string() + "'/>\n      <target dev='vda'/>\n    </disk>\n"));
+  return discover("libvirt", root / "qemu", {root / "images"});
+}
+
+TEST(Confinement, LibvirtSourceFileAndDevOutsideAreRefused) {
+  fx::TempDir dir, elsewhere;
+  auto secret = host_secret(elsewhere.path() / "secret.raw");
+  for (const std::string type : {"file", "block"}) {
+    auto vms = libvirt_pair(dir.path(), secret, "raw", type);
+    ASSERT_EQ(vms.size(), 2u);
+    EXPECT_EQ(vm_named(vms, "evil").error, "disk 'vda' (" + secret.string() + "): resolves to " + fs::canonical(secret).string() +
+                                               ", outside the root " + (dir.path() / "qemu").string() +
+                                               " of libvirt manager 'test-libvirt' (add it to the manager's \"allow\" list if that is intended)")
+        << type;
+    EXPECT_EQ(vm_named(vms, "good").error, "");
+  }
+}
+
+TEST(Confinement, Qcow2BackingFileOutsideIsRefused) {
+  fx::TempDir dir, elsewhere;
+  auto secret = host_secret(elsewhere.path() / "secret.raw");
+  auto top = dir.path() / "images/top.qcow2";
+  fs::create_directories(top.parent_path());
+  fx::run_checked({"qemu-img", "create", "-q", "-f", "qcow2", "-b", secret.string(), "-F", "raw", top.string()});
+  auto vms = libvirt_pair(dir.path(), top, "qcow2");
+  ASSERT_EQ(vms.size(), 2u);
+  EXPECT_EQ(vm_named(vms, "evil").error, "disk 'vda' (" + top.string() + "): backing file '" + secret.string() + "' resolves to " +
+                                             fs::canonical(secret).string() + ", outside the root " + (dir.path() / "qemu").string() +
+                                             " of libvirt manager 'test-libvirt' (add it to the manager's \"allow\" list if that is intended)");
+  EXPECT_EQ(vm_named(vms, "good").error, "");
+}
+
+// qemu reads "nbd://...", "json:{...}" through its drivers: only a json: filename of plain files within reach passes.
+TEST(Confinement, Qcow2BackingFileThroughAQemuProtocolIsRefused) {
+  fx::TempDir dir;
+  auto top = dir.path() / "images/top.qcow2";
+  fs::create_directories(top.parent_path());
+  auto refusal_of = [&](const std::string& backing) {
+    fs::remove(top);
+    fx::run_checked({"qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", backing, "-F", "raw", top.string(), "1M"});
+    auto vms = libvirt_pair(dir.path(), top, "qcow2");
+    EXPECT_EQ(vm_named(vms, "good").error, "");
+    return vm_named(vms, "evil").error;
+  };
+  std::string disk = "disk 'vda' (" + top.string() + "): backing file '";
+  EXPECT_EQ(refusal_of("nbd://192.0.2.1:10809/x"), disk + "nbd://192.0.2.1:10809/x' names qemu's 'nbd' protocol; only plain files are read");
+  std::string flattened = R"(json:{"file.driver": "nbd", "file.host": "192.0.2.1"})";
+  EXPECT_EQ(refusal_of(flattened), disk + flattened + "' is read through qemu's \"nbd\" driver; only plain files are read");
+  std::string passwd = R"(json:{"driver": "raw", "file": {"driver": "file", "filename": "/etc/passwd"}})";
+  EXPECT_EQ(refusal_of(passwd), disk + passwd + "' resolves to /etc/passwd, outside the root " + (dir.path() / "qemu").string() +
+                                    " of libvirt manager 'test-libvirt' (add it to the manager's \"allow\" list if that is intended)");
+}
+
+// qemu-img info does not open a qcow2's data file, but qemu-nbd reads the disk's data from it.
+TEST(Confinement, Qcow2DataFileOutsideIsRefusedAndInsideAccepted) {
+  fx::TempDir dir, elsewhere;
+  auto secret = host_secret(elsewhere.path() / "secret.raw");
+  auto evil = dir.path() / "images/evil.qcow2", inside = dir.path() / "images/inside.qcow2";
+  fs::create_directories(evil.parent_path());
+  fx::run_checked({"qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file=" + secret.string() + ",data_file_raw=on", evil.string(), "64K"});
+  auto vms = libvirt_pair(dir.path(), evil, "qcow2");
+  ASSERT_EQ(vms.size(), 2u);
+  EXPECT_EQ(vm_named(vms, "evil").error, "disk 'vda' (" + evil.string() + "): data file '" + secret.string() + "' resolves to " +
+                                             fs::canonical(secret).string() + ", outside the root " + (dir.path() / "qemu").string() +
+                                             " of libvirt manager 'test-libvirt' (add it to the manager's \"allow\" list if that is intended)");
+  EXPECT_EQ(vm_named(vms, "good").error, "");
+
+  fx::run_checked({"qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file=" + (dir.path() / "images/inside.raw").string(), inside.string(), "1M"});
+  vms = libvirt_pair(dir.path(), inside, "qcow2");
+  EXPECT_EQ(vm_named(vms, "evil").error, "");
+  EXPECT_EQ(vm_named(vms, "evil").disks.at(0).size, kMiB);
+}
+
+TEST(Confinement, UnpackedOvfHrefClimbingOutIsRefused) {
+  fx::TempDir dir, elsewhere;
+  auto secret = host_secret(elsewhere.path() / "secret.vmdk");
+  std::string climb = secret.lexically_relative(dir.path() / "evil").string();
+  write(dir.path() / "evil/evil.ovf", ovf_xml("evil", "MegaBytes", "512", {{"disk-0", climb}}));
+  write(dir.path() / "good/good.ovf", ovf_xml("good", "MegaBytes", "512", {{"disk-0", "good.vmdk"}}));
+  make_disk(dir.path() / "good/good.vmdk", "vmdk-monolithicSparse", 2);
+  auto vms = discover("ova", dir.path());
+  ASSERT_EQ(vms.size(), 2u);
+  EXPECT_EQ(vm_named(vms, "evil").error, "disk 'disk-0' (" + secret.string() + "): resolves to " + fs::canonical(secret).string() + outside(dir.path(), "ova"));
+  expect_good(vms);
+}
+
+// The VMDK inside an OVA is read in place, but it may be a descriptor naming an extent anywhere.
+TEST(Confinement, OvaMemberThatIsADescriptorNamingAnOutsideExtentIsRefused) {
+  fx::TempDir dir, elsewhere, staging;
+  auto secret = host_secret(elsewhere.path() / "secret.raw");
+  std::string descriptor = flat_descriptor({secret.string()});
+  descriptor.resize(1024, '\n');  // qemu's raw driver takes a member whose size is a multiple of 512
+  write(staging.path() / "evil-disk1.vmdk", descriptor);
+  write(staging.path() / "evil.ovf", ovf_xml("evil", "MegaBytes", "512", {{"vmdisk1", "evil-disk1.vmdk"}}));
+  pack_ova(dir.path() / "evil.ova", staging.path(), {"evil.ovf", "evil-disk1.vmdk"});
+  write(dir.path() / "good/good.ovf", ovf_xml("good", "MegaBytes", "512", {{"disk-0", "good.vmdk"}}));
+  make_disk(dir.path() / "good/good.vmdk", "vmdk-monolithicSparse", 2);
+  auto vms = discover("ova", dir.path());
+  ASSERT_EQ(vms.size(), 2u);
+  EXPECT_EQ(vm_named(vms, "evil").error, "disk 'vmdisk1' (evil.ova#evil-disk1.vmdk): extent '" + secret.string() + "' resolves to " +
+                                             fs::canonical(secret).string() + outside(dir.path(), "ova"));
+  expect_good(vms);
+}
+
+TEST(Confinement, OvaThatIsALinkOutsideIsNotRead) {
+  fx::TempDir dir, elsewhere, scratch;
+  auto raw = scratch.path() / "web.raw";
+  fx::make_raw_disk(raw, 2 * kMiB, 3);
+  auto ova = fx::make_disk(raw, "ova", elsewhere.path());
+  fs::create_symlink(ova, dir.path() / "web.ova");
+  auto vms = discover("ova", dir.path());
+  ASSERT_EQ(vms.size(), 1u);
+  EXPECT_EQ(vms[0].error, "web.ova: resolves to " + fs::canonical(ova).string() + outside(dir.path(), "ova"));
+  EXPECT_TRUE(vms[0].disks.empty());
+}
+
+// Hyper-V exports name their disks in XML by Windows paths; only the file names count, and they are looked for in
+// the export's "Virtual Hard Disks", which is what must not lead out.
+TEST(Confinement, HyperVDiskLeadingOutOfTheExportsIsRefused) {
+  fx::TempDir dir, elsewhere;
+  auto foreign = make_disk(elsewhere.path() / "dc01.vhdx", "vhdx", 2);
+  auto evil = dir.path() / "evil";
+  write(evil / "Virtual Machines/11111111-2222-3333-4444-555555555555.xml", hyperv_xml("evil", {"..\\..\\..\\other\\dc01.vhdx"}));
+  fs::create_directories(evil / "Virtual Hard Disks");
+  fs::create_symlink(foreign, evil / "Virtual Hard Disks/dc01.vhdx");
+  // A whole "Virtual Hard Disks" directory leading elsewhere is not even listed.
+  fs::create_directories(dir.path() / "linked");
+  fs::create_symlink(elsewhere.path(), dir.path() / "linked/Virtual Hard Disks");
+  make_disk(dir.path() / "good/Virtual Hard Disks/good.vhdx", "vhdx", 2);
+  auto vms = discover("hyperv", dir.path());
+  ASSERT_EQ(vms.size(), 3u);
+  EXPECT_EQ(vm_named(vms, "evil").error, "disk 'dc01.vhdx' (evil/Virtual Hard Disks/dc01.vhdx): resolves to " + fs::canonical(foreign).string() +
+                                             outside(dir.path(), "hyperv"));
+  EXPECT_EQ(vm_named(vms, "linked").error,
+            "linked/Virtual Hard Disks: resolves to " + fs::canonical(elsewhere.path()).string() + outside(dir.path(), "hyperv"));
+  EXPECT_TRUE(vm_named(vms, "linked").disks.empty());
+  expect_good(vms);
+}
+
+TEST(Confinement, AzureVhdLinkedFromOutsideIsRefused) {
+  fx::TempDir dir, elsewhere;
+  auto foreign = make_disk(elsewhere.path() / "dc01.vhd", "vhd-fixed", 2);
+  fs::create_symlink(foreign, dir.path() / "dc01.vhd");
+  make_disk(dir.path() / "good.vhd", "vhd-fixed", 2);
+  auto vms = discover("azure", dir.path());
+  ASSERT_EQ(vms.size(), 2u);
+  EXPECT_EQ(vm_named(vms, "dc01").error, "dc01.vhd: resolves to " + fs::canonical(foreign).string() + outside(dir.path(), "azure"));
+  expect_good(vms);
+}
+
+TEST(Confinement, LocalDeviceLinkedToWhatIsNotListedIsRefusedUnlessAllowed) {
+  fx::TempDir dir, elsewhere;
+  auto secret = host_secret(elsewhere.path() / "secret.raw");
+  auto listed = make_disk(dir.path() / "data.raw", "raw", 2);
+  // A directory others may write: whoever can write there can point the link anywhere.
+  auto shared = dir.path() / "shared";
+  fs::create_directories(shared);
+  fs::permissions(shared, fs::perms::all);
+  fs::create_symlink(secret, shared / "system.img");
+  ManagerConfig local{"local", "h", "", {listed.string(), (shared / "system.img").string()}};
+
+  auto vms = ferry::inventory::make_plugin(local)->discover();
+  ASSERT_EQ(vms.size(), 1u);
+  std::string real = fs::canonical(secret).string();
+  EXPECT_EQ(vms[0].error, "disk 'system.img' (" + (shared / "system.img").string() + "): resolves to " + real +
+                              " through the symbolic link " + (shared / "system.img").string() +
+                              ", which someone other than root could have placed (the link or its directory is not root's, or others "
+                              "may write there); list " + real + " itself (add it to the manager's \"allow\" list if that is intended)");
+  ASSERT_EQ(vms[0].disks.size(), 2u);
+  EXPECT_EQ(vms[0].disks[0].size, 2 * kMiB);  // the listed file still imports
+
+  local.allow = {secret.string()};
+  vms = ferry::inventory::make_plugin(local)->discover();
+  EXPECT_EQ(vms[0].error, "");
+  EXPECT_EQ(vms[0].disks.at(1).size, 64u * 1024);
+
+  // A link only its owner could have placed (like /dev/vg0/root-snap) is followed to what it names.
+  fs::create_symlink(listed, dir.path() / "by-id");
+  vms = ferry::inventory::make_plugin({"local", "h", "", {(dir.path() / "by-id").string()}})->discover();
+  EXPECT_EQ(vms[0].error, "");
+  EXPECT_EQ(vms[0].disks.at(0).size, 2 * kMiB);
+}
+
+// check_disk(): at time of use, the path a run names (from the server's copy of the inventory) is checked again,
+// against what the image names now.
+
+ferry::Error refusal(const std::vector<ManagerConfig>& managers, const std::string& path, const std::string& format) {
+  try {
+    ferry::inventory::check_disk(managers, path, format);
+  } catch (const ferry::Error& e) {
+    return e;
+  }
+  return ferry::Error(ferry::ErrorKind::kConflict, "accepted");
+}
+
+TEST(CheckDisk, AcceptsWhatDiscoveryListsAndRefusesAnythingElse) {
+  fx::TempDir dir, elsewhere, staging;
+  auto secret = host_secret(elsewhere.path() / "secret.raw");
+  good_vmware_vm(dir.path() / "vmfs");
+  write(staging.path() / "app.ovf", ovf_xml("app", "MegaBytes", "512", {{"vmdisk1", "app-disk1.vmdk"}}));
+  make_disk(staging.path() / "app-disk1.vmdk", "vmdk-streamOptimized", 2);
+  pack_ova(dir.path() / "ova/app.ova", staging.path(), {"app.ovf", "app-disk1.vmdk"});
+  auto device = make_disk(dir.path() / "host/data.raw", "raw", 1);
+  std::vector<ManagerConfig> managers = {{"vmware", "esx", (dir.path() / "vmfs").string(), {}},
+                                         {"ova", "apps", (dir.path() / "ova").string(), {}},
+                                         {"local", "h", "", {device.string()}}};
+  for (const auto& m : managers)
+    for (const auto& vm : ferry::inventory::make_plugin(m)->discover())
+      for (const auto& d : vm.disks) EXPECT_NO_THROW(ferry::inventory::check_disk(managers, d.path, d.format)) << d.path;
+
+  ferry::Error e = refusal(managers, "/etc/passwd", "raw");
+  EXPECT_EQ(e.kind(), ferry::ErrorKind::kUnauthorized);
+  EXPECT_EQ(std::string(e.what()), "disk '/etc/passwd': resolves to /etc/passwd, and no VM manager of this connector reaches it (the root " +
+                                       (dir.path() / "vmfs").string() + " of vmware manager 'esx'; the root " + (dir.path() / "ova").string() +
+                                       " of ova manager 'apps'; the devices of local manager 'h')");
+  EXPECT_EQ(refusal(managers, (dir.path() / "vmfs/../../" / elsewhere.path().filename() / "secret.raw").string(), "raw").kind(),
+            ferry::ErrorKind::kUnauthorized);
+  // A path below a manager's root that leads out: that manager says why.
+  fs::create_symlink(secret, dir.path() / "vmfs/good/stolen.raw");
+  EXPECT_EQ(std::string(refusal(managers, (dir.path() / "vmfs/good/stolen.raw").string(), "raw").what()),
+            "disk '" + (dir.path() / "vmfs/good/stolen.raw").string() + "': resolves to " + fs::canonical(secret).string() + ", outside the root " +
+                (dir.path() / "vmfs").string() + " of vmware manager 'esx' (add it to the manager's \"allow\" list if that is intended)");
+  EXPECT_EQ(refusal(managers, "vmfs/good/good.vmdk", "vmdk").kind(), ferry::ErrorKind::kInvalidArgument);  // not absolute
+  EXPECT_EQ(refusal(managers, (dir.path() / "vmfs/good/good.vmdk").string(), "floppy").kind(), ferry::ErrorKind::kInvalidArgument);
+}
+
+TEST(CheckDisk, ReadsTheImageAgainSoAnExtentChangedSinceDiscoveryIsRefused) {
+  fx::TempDir dir, elsewhere;
+  auto secret = host_secret(elsewhere.path() / "secret.raw");
+  auto root = dir.path() / "vmfs";
+  make_disk(root / "web01/web01-flat.vmdk", "raw", 1);
+  vmware_vm(root, "web01", flat_descriptor({"web01-flat.vmdk"}));
+  std::vector<ManagerConfig> managers = {{"vmware", "esx", root.string(), {}}};
+  auto vms = ferry::inventory::make_plugin(managers[0])->discover();
+  ASSERT_EQ(vms.at(0).error, "");
+  std::string path = vms[0].disks.at(0).path;
+  EXPECT_NO_THROW(ferry::inventory::check_disk(managers, path, "vmdk"));
+
+  write(root / "web01/web01.vmdk", flat_descriptor({secret.string()}));
+  ferry::Error e = refusal(managers, path, "vmdk");
+  EXPECT_EQ(e.kind(), ferry::ErrorKind::kUnauthorized);
+  EXPECT_TRUE(contains(e.what(), "disk '" + path + "': extent '" + secret.string() + "' resolves to " + fs::canonical(secret).string() +
+                                     ", outside the root " + root.string() + " of vmware manager 'esx'")) << e.what();
+
+  // The operator allows that volume: accepted.
+  managers[0].allow = {elsewhere.path().string()};
+  EXPECT_NO_THROW(ferry::inventory::check_disk(managers, path, "vmdk"));
+}
+
+TEST(CheckDisk, RefusesOvaMembersAndLocalLinksThatLeadOut) {
+  fx::TempDir dir, elsewhere, staging;
+  auto secret = host_secret(elsewhere.path() / "secret.raw");
+  std::string descriptor = flat_descriptor({secret.string()});
+  descriptor.resize(1024, '\n');
+  write(staging.path() / "evil-disk1.vmdk", descriptor);
+  write(staging.path() / "evil.ovf", ovf_xml("evil", "MegaBytes", "512", {{"vmdisk1", "evil-disk1.vmdk"}}));
+  pack_ova(dir.path() / "ova/evil.ova", staging.path(), {"evil.ovf", "evil-disk1.vmdk"});
+  auto device = make_disk(dir.path() / "host/data.raw", "raw", 1);
+  auto shared = dir.path() / "shared";
+  fs::create_directories(shared);
+  fs::permissions(shared, fs::perms::all);
+  fs::create_symlink(secret, shared / "sdb");
+  std::vector<ManagerConfig> managers = {{"ova", "apps", (dir.path() / "ova").string(), {}},
+                                         {"local", "h", "", {device.string(), (shared / "sdb").string()}}};
+
+  ferry::Error e = refusal(managers, (dir.path() / "ova/evil.ova").string() + "#evil-disk1.vmdk", "vmdk");
+  EXPECT_EQ(e.kind(), ferry::ErrorKind::kUnauthorized);
+  EXPECT_TRUE(contains(e.what(), "extent '" + secret.string() + "' resolves to")) << e.what();
+  EXPECT_EQ(refusal(managers, (dir.path() / "ova/evil.ova").string() + "#nothing.vmdk", "vmdk").kind(), ferry::ErrorKind::kInvalidArgument);
+
+  e = refusal(managers, (shared / "sdb").string(), "raw");
+  EXPECT_EQ(e.kind(), ferry::ErrorKind::kUnauthorized);
+  EXPECT_TRUE(contains(e.what(), "through the symbolic link " + (shared / "sdb").string())) << e.what();
+  // Another name for a listed device is that device.
+  fs::create_symlink(device, shared / "alias");
+  EXPECT_NO_THROW(ferry::inventory::check_disk(managers, (shared / "alias").string(), "raw"));
+}
+
+// The VMDK descriptor reader the check relies on as much as on qemu-img: it must see every file qemu would open.
+
+TEST(VmdkDescriptor, ReadsExtentLinesAsQemusSscanfDoes) {
+  std::string long_name(600, 'x');
+  auto d = ferry::inventory::parse_vmdk_descriptor(
+      "# Disk DescriptorFile\ncreateType=\"twoGbMaxExtentSparse\"\nRW 4 FLAT \"a.vmdk\" 0\nRDONLY 8 SPARSE \"b.vmdk\"\n"
+      "RW 12\n  VMFS\n\"c.vmdk\"\n# \"not\" \"an extent\"\nRW 1 SPARSE \"" + long_name + "\"\nNOACCESS 16 ZERO\n"
+      "parentFileNameHint=\"../base/base.vmdk\"\n");
+  // Whatever the access and type (qemu opens RW lines of five types), over several lines, 511 characters at most.
+  EXPECT_EQ(d.extents, (std::vector<std::string>{"a.vmdk", "b.vmdk", "c.vmdk", long_name.substr(0, 511)}));
+  EXPECT_EQ(d.parent, "../base/base.vmdk");
+  // It ends at its first NUL, as a C string does.
+  EXPECT_EQ(ferry::inventory::parse_vmdk_descriptor(std::string("RW 1 FLAT \"a\" 0\n\0RW 1 FLAT \"b\" 0\n", 32)).extents,
+            (std::vector<std::string>{"a"}));
+}
+
+TEST(VmdkDescriptor, ReadsInTimeLinearInItsSize) {
+  // Each line start skips the white space after it, new lines included: read naively, 4 MiB of blank lines take
+  // hours. qemu-img reads at most 1 MiB; the reader is given that much.
+  std::string blank;
+  while (blank.size() < 4 * kMiB) blank += " \n\t\n";
+  auto d = ferry::inventory::parse_vmdk_descriptor(blank + "RW 1 FLAT \"/etc/shadow\" 0\n" + blank + "RW\n" + blank + "2\n" + blank);
+  EXPECT_EQ(d.extents, (std::vector<std::string>{"/etc/shadow"}));
+}
+
+TEST(VmdkDescriptor, IsFoundWhereQemuLooksForIt) {
+  using ferry::inventory::vmdk_descriptor_at;
+  auto kdmv = [](uint64_t capacity, uint64_t offset, uint64_t size) {
+    std::string h = "KDMV" + std::string(508, '\0');
+    for (int i = 0; i < 8; i++) {
+      h[12 + i] = static_cast<char>(capacity >> (8 * i));
+      h[28 + i] = static_cast<char>(offset >> (8 * i));
+      h[36 + i] = static_cast<char>(size >> (8 * i));
+    }
+    return h;
+  };
+  constexpr uint64_t kMax = ferry::inventory::kVmdkDescriptorMax;
+  auto at = vmdk_descriptor_at(kdmv(0, 1, 20), false);  // capacity 0: qemu reads the extents there, up to 1 MiB
+  ASSERT_TRUE(at);
+  EXPECT_EQ(at->offset, 512u);
+  EXPECT_EQ(at->length, kMax);
+  at = vmdk_descriptor_at(kdmv(2048, 1, 20), false);  // a monolithicSparse's own: its size
+  ASSERT_TRUE(at);
+  EXPECT_EQ(at->length, 20u * 512);
+  EXPECT_FALSE(vmdk_descriptor_at(kdmv(0, 0, 20), true));           // no embedded descriptor
+  EXPECT_FALSE(vmdk_descriptor_at(kdmv(0, uint64_t{1} << 60, 20), true));  // past any file
+  EXPECT_FALSE(vmdk_descriptor_at("COWD" + std::string(508, '\0'), true));
+  EXPECT_FALSE(vmdk_descriptor_at("KDM", true));
+  // A descriptor file: anything when the format is vmdk, only text when qemu probes.
+  std::string binary = "\x55\xaa" + std::string(510, '\0');
+  EXPECT_FALSE(vmdk_descriptor_at(binary, false));
+  ASSERT_TRUE(vmdk_descriptor_at(binary, true));
+  EXPECT_EQ(vmdk_descriptor_at(binary, true)->offset, 0u);
+  ASSERT_TRUE(vmdk_descriptor_at("# Disk DescriptorFile\nversion=1\n", false));
 }
 
 }  // namespace

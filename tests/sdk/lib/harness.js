@@ -150,7 +150,8 @@ export async function makeInventory(root, names = Object.keys(VMS)) {
     if (names.includes('web01')) fs.writeFileSync(path.join(root, 'vmware/web01/web01.vmx'), WEB01_VMX);
   }
   if (names.some((n) => VMS[n].manager === 'libvirt')) {
-    managers.push({ type: 'libvirt', name: 'kvm1', path: 'libvirt' });
+    // The disks live beside the XML directory (as /var/lib/libvirt/images beside /etc/libvirt/qemu): allowed.
+    managers.push({ type: 'libvirt', name: 'kvm1', path: 'libvirt', allow: [path.dirname(VMS.db01.disks[0].file)] });
     fs.mkdirSync(path.join(root, 'libvirt'), { recursive: true });
     fs.writeFileSync(path.join(root, 'libvirt/db01.xml'),
       domainXml('db01', '7c1f0e6a-3b2d-4c5e-8f90-a1b2c3d4e5f6', path.join(root, VMS.db01.disks[0].file)));

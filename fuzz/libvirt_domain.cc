@@ -1,0 +1,17 @@
+// Fuzzes the libvirt domain XML parser (src/inventory/libvirt.cc).
+// Only ferry::Error may leave; anything else (another exception, a crash, a sanitizer report) is a bug.
+#include <cstdint>
+#include <string>
+
+#include "common/error.h"
+#include "inventory/internal.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  std::string xml(reinterpret_cast<const char*>(data), size);
+  try {
+    ferry::inventory::VmInfo vm;
+    ferry::inventory::parse_domain(vm, xml, "/etc/libvirt/qemu", "fuzz.xml");
+  } catch (const ferry::Error&) {
+  }
+  return 0;
+}
