@@ -490,6 +490,13 @@ class Agent {
         stage = "Replicating disk " + name + " (" + std::to_string(i) + " of " + std::to_string(todo.size()) + ")";
       }
       uploads->set_disk(name);
+      // The path comes back from the server's catalog: it is checked again here, now, against what this connector's
+      // managers may read (a compromised or confused server must not make it read anything else).
+      try {
+        inventory::check_disk(config_.managers, path, d.value("format", ""));
+      } catch (const Error& e) {
+        fail(e.kind(), "disk " + name + " ('" + path + "') is not one this connector may read: " + e.what());
+      }
       try {
         // Read in the format the VM manager declared (libvirt's driver type, the OVF's, qemu-img's at discovery):
         // a guest's disk is never probed (a raw disk whose guest wrote a qcow2 header would be misread, and a

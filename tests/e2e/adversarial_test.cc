@@ -117,6 +117,58 @@ std::string http_get(const std::string& url) {
   return out;
 }
 
+// --- Class 1: the connector reads only what its managers reach ---
+
+TEST(Adversarial, AVmdkExtentOutsideTheDatastoreIsRefusedAndAPathFromTheServerIsCheckedAgain) {
+  TempDir dir;
+  fs::path datastore = dir.path() / "datastore", secret = dir.path() / "secret.bin";
+  write_random(secret, kMiB, 12);  // a host file next to the datastore, which must never reach an image
+  fs::path raw = dir.path() / "good.raw";
+  write_random(raw, 2 * kMiB, 13);
+  e2e::add_vmware_vm(datastore, "good", raw);
+  // "evil": a descriptor VMDK whose extent climbs out of the datastore.
+  fs::create_directories(datastore / "evil");
+  std::ofstream(datastore / "evil" / "evil.vmx") << ".encoding = \"UTF-8\"\ndisplayName = \"evil\"\nguestOS = \"ubuntu-64\"\n"
+                                                   "scsi0:0.present = \"TRUE\"\nscsi0:0.fileName = \"evil.vmdk\"\n";
+  std::ofstream(datastore / "evil" / "evil.vmdk") << "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
+                                                    "createType=\"monolithicFlat\"\n\nRW 2048 FLAT \"../../secret.bin\" 0\n\n"
+                                                    "ddb.adapterType = \"lsilogic\"\n";
+  auto server = std::make_unique<ServerProcess>(dir.path() / "server");
+  server->start();
+  fs::path config = dir.path() / "connector.json";
+  e2e::write_connector_config(config, "agent", json::array({{{"type", "vmware"}, {"name", "dc1"}, {"path", datastore.string()}}}));
+  ConnectorProcess connector(*server, config, dir.path() / "connector");
+  connector.register_and_wait();
+  server->admin().import_servers();
+  json evil = server->admin().server_named("evil"), good = server->admin().server_named("good");
+  EXPECT_TRUE(contains(evil.value("error", ""), "resolves to " + fs::weakly_canonical(secret).string())) << evil.dump(2);
+  EXPECT_TRUE(contains(evil.value("error", ""), "outside the root")) << evil.dump(2);
+  EXPECT_FALSE(good.contains("error")) << good.dump(2);
+  CliResult refused = server->admin().run({"jobs", "create", evil.at("serverId"), "--frequency", "12"});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_TRUE(contains(refused.err, "ServerCannotBeReplicatedException")) << refused.err;
+
+  // Time of use: a server whose catalog names another file (compromised, or a datastore changed since the import)
+  // gets a failed run naming the reason, not the file.
+  std::string job = server->admin().create_job(good.at("serverId"));
+  ASSERT_EQ(server->stop(), 0);
+  fs::path db = server->keyring_dir().parent_path() / "ferry.db";
+  testing::run_checked({"python3", "-c",
+                        "import sqlite3, sys, json\n"
+                        "c = sqlite3.connect(sys.argv[1])\n"
+                        "for sid, disks in c.execute('SELECT id, disks FROM servers').fetchall():\n"
+                        "  d = json.loads(disks)\n"
+                        "  for x in d: x['path'] = sys.argv[2]; x['format'] = 'raw'\n"
+                        "  c.execute('UPDATE servers SET disks = ? WHERE id = ?', (json.dumps(d), sid))\n"
+                        "c.commit()\n",
+                        db.string(), secret.string()});
+  server->restart();
+  json run = server->admin().wait_run_ended(job, server->admin().start_run(job), 120s);
+  EXPECT_EQ(run["state"], "FAILED") << run.dump(2);
+  EXPECT_TRUE(contains(run.value("statusMessage", ""), "not one this connector may read")) << run.dump(2);
+  EXPECT_TRUE(server->admin().images(job).empty());
+}
+
 // --- Class 2: exports stay inside the export directory and never replace a file ---
 
 TEST(Adversarial, ExportsStayInsideTheExportDirectoryAndNeverReplace) {
