@@ -61,6 +61,13 @@ bool local_name_is(const pugi::xml_node& n, const char* local) {
 
 }  // namespace
 
+namespace {
+// Bounds on what an OVA makes the reader allocate: a path name, and an OVF descriptor (text of a few KiB in practice;
+// the inventory's own reading of descriptors stops at 16 MiB too).
+constexpr uint64_t kMaxLongName = 64 * 1024;
+constexpr uint64_t kMaxOvfDescriptor = 16 * 1024 * 1024;
+}  // namespace
+
 std::vector<TarMember> read_tar(const std::filesystem::path& tar) {
   File f(tar, O_RDONLY);
   uint64_t size = f.size();
@@ -92,6 +99,10 @@ std::vector<TarMember> read_tar(const std::filesystem::path& tar) {
       fail(ErrorKind::kCorrupt, "OVA '" + tar.string() + "': member '" + name + "' is truncated (" + std::to_string(len) + " bytes announced, " +
                                     std::to_string(size - data) + " present)");
     if (type == 'L') {  // GNU long name for the next member
+      // A name, not a file: a longer one is a hostile or broken archive, refused before any memory is taken for it.
+      if (len > kMaxLongName)
+        fail(ErrorKind::kCorrupt, "OVA '" + tar.string() + "': a GNU long name of " + std::to_string(len) + " bytes at offset " +
+                                      std::to_string(pos) + " (at most " + std::to_string(kMaxLongName) + ")");
       long_name.resize(len);
       f.pread_all(long_name.data(), len, data);
       long_name.resize(strnlen(long_name.c_str(), len));
@@ -110,6 +121,9 @@ std::vector<OvaDisk> read_ova(const std::filesystem::path& ova) {
   auto members = read_tar(ova);
   auto ovf = std::find_if(members.begin(), members.end(), [](const TarMember& m) { return lower_ext(m.name) == ".ovf"; });
   if (ovf == members.end()) fail(ErrorKind::kCorrupt, where + ": no .ovf descriptor in the archive");
+  if (ovf->size > kMaxOvfDescriptor)
+    fail(ErrorKind::kCorrupt, where + ": descriptor '" + ovf->name + "' is " + std::to_string(ovf->size) + " bytes (at most " +
+                                  std::to_string(kMaxOvfDescriptor) + " are read)");
   std::string xml(ovf->size, '\0');
   File(ova, O_RDONLY).pread_all(xml.data(), xml.size(), ovf->offset);
   pugi::xml_document doc;

@@ -308,3 +308,48 @@ TEST(Source, OvaWithTwoDisksIsOpenedDiskByDisk) {
 }
 
 }  // namespace
+
+namespace {
+
+// A tar header of `type` for a member of `size` bytes (ustar, checksum filled in).
+std::string tar_header(const std::string& name, char type, uint64_t size) {
+  std::string h(512, '\0');
+  std::memcpy(h.data(), name.data(), std::min<size_t>(name.size(), 99));
+  std::snprintf(h.data() + 100, 8, "%07o", 0644);
+  std::snprintf(h.data() + 108, 8, "%07o", 0);
+  std::snprintf(h.data() + 116, 8, "%07o", 0);
+  std::snprintf(h.data() + 124, 12, "%011llo", static_cast<unsigned long long>(size));
+  std::snprintf(h.data() + 136, 12, "%011o", 0);
+  h[156] = type;
+  std::memcpy(h.data() + 257, "ustar", 5);
+  std::memcpy(h.data() + 263, "00", 2);
+  std::memset(h.data() + 148, ' ', 8);
+  unsigned sum = 0;
+  for (unsigned char c : h) sum += c;
+  std::snprintf(h.data() + 148, 8, "%06o", sum);
+  return h;
+}
+
+// An OVA whose members announce gigabytes (in a sparse file) is refused before any memory is taken for them: a GNU
+// long name and an OVF descriptor are small by nature.
+TEST(BadOva, HugeLongNameOrDescriptorIsRefusedWithoutAllocatingIt) {
+  fx::TempDir dir;
+  const uint64_t huge = uint64_t{3} << 30;
+  for (char type : {'L', '0'}) {
+    auto ova = dir.path() / (std::string("huge-") + type + ".ova");
+    {
+      std::ofstream f(ova, std::ios::binary);
+      f << tar_header(type == 'L' ? "././@LongLink" : "vm.ovf", type, huge);
+    }
+    std::filesystem::resize_file(ova, 512 + huge + 1024);  // sparse: the bytes "are there"
+    try {
+      ferry::disk::ova_disks(ova);
+      FAIL() << "accepted " << ova;
+    } catch (const ferry::Error& e) {
+      EXPECT_EQ(e.kind(), ferry::ErrorKind::kCorrupt) << e.what();
+      EXPECT_NE(std::string(e.what()).find(type == 'L' ? "long name" : "descriptor"), std::string::npos) << e.what();
+    }
+  }
+}
+
+}  // namespace
