@@ -903,21 +903,16 @@ void Service::receive_snapshot(const std::string& connector_id, const std::strin
   if (!d) throw OperationError("InvalidParameterException", "server " + server->id + " has no disk '" + disk + "'");
   std::string store = impl_->store_of(job);
   auto& repo = impl_->store_for(job);
-  // Checked before anything is stored: the snapshot's name, and that no other job owns this snapshot id.
-  std::string expected = snapshot_name(server->id, disk);
-  {
-    auto peek = store::decode_snapshot_plaintext(plaintext, snapshot_id);
-    if (peek.name != expected)
-      throw OperationError("InvalidParameterException", "snapshot " + snapshot_id + " is named '" + peek.name + "', expected '" + expected + "'");
-  }
+  // No other job may own this snapshot id; the store checks the rest (name, digest, chunks) before storing it.
   if (!catalog_->claim_snapshot(store, snapshot_id, job.id, now_seconds()))
     throw OperationError("UnauthorizedOperationException", "snapshot " + snapshot_id + " belongs to another replication job", ErrorKind::kUnauthorized);
   fault_point("server-snapshot");
   store::Snapshot snap;
   try {
-    snap = repo.receive_snapshot(snapshot_id, plaintext);
+    snap = repo.receive_snapshot(snapshot_id, plaintext, snapshot_name(server->id, disk));
   } catch (const Error& e) {
-    if (e.kind() == ErrorKind::kConflict) throw OperationError("InvalidParameterException", e.what(), ErrorKind::kConflict);
+    if (e.kind() == ErrorKind::kConflict || e.kind() == ErrorKind::kInvalidArgument)
+      throw OperationError("InvalidParameterException", e.what(), e.kind());
     throw;
   }
   std::lock_guard lock(impl_->mu);

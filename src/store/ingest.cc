@@ -109,13 +109,15 @@ uint64_t Repository::index_unindexed() {
   }
 }
 
-Snapshot Repository::receive_snapshot(const std::string& id, std::string_view data) {
+Snapshot Repository::receive_snapshot(const std::string& id, std::string_view data, const std::string& expected_name) {
   if (!is_lower_hex(id, 32)) fail(ErrorKind::kInvalidArgument, "snapshot id '" + id + "' is not 32 lower-case hex digits");
   if (view_) fail(ErrorKind::kUnsupported, "a repository view cannot receive snapshots");
   std::string what = "uploaded snapshot '" + id + "'";
   std::lock_guard receiving(receive_mu_);  // one at a time: the id check and the write are one step
   std::string plain = decompress_object(data, kMaxSnapshotObject, what);
   Snapshot s = decode_snapshot(plain, id);
+  if (!expected_name.empty() && s.name != expected_name)
+    fail(ErrorKind::kInvalidArgument, what + " is named '" + s.name + "', expected '" + expected_name + "'");
   if (s.chunk_size != config_.chunk_size) fail(ErrorKind::kCorrupt, what + ": chunk size differs from the store's");
   if (!(s.compute_digest() == s.digest)) fail(ErrorKind::kCorrupt, what + ": its digest does not match its chunk table");
   {

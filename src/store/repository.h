@@ -281,10 +281,11 @@ class Repository {
   // stored is a no-op. Throws kCorrupt / kInvalidArgument naming the pack and the chunk; stores nothing then.
   // REQUIRES: data[0 .. size) is writable; page-aligned memory lets the backend write it without a copy.
   void receive_pack(const std::string& name, char* data, size_t size);
-  // Accepts a snapshot's plaintext (zstd-compressed, formats.md §11) from a view: it must decode, carry a correct
-  // digest and reference only stored chunks. Then it is sealed and stored under `id`; an id already stored is
-  // accepted again only with the same plaintext. Returns it decoded.
-  Snapshot receive_snapshot(const std::string& id, std::string_view plaintext);
+  // Accepts a snapshot's plaintext (zstd-compressed, formats.md §11) from a view: it must decode, be named
+  // `expected_name` (if given; kInvalidArgument otherwise), carry a correct digest and reference only stored chunks.
+  // Then it is sealed and stored under `id`; an id already stored is accepted again only with the same plaintext
+  // (kConflict otherwise). Returns it decoded.
+  Snapshot receive_snapshot(const std::string& id, std::string_view plaintext, const std::string& expected_name = "");
   // Writes an index file listing every pack no index file lists yet (received packs, adopted packs); the server calls
   // it when a disk's snapshot arrives, so index files are only ever written by the server from packs it verified.
   uint64_t index_unindexed();
