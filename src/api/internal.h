@@ -26,7 +26,8 @@ const std::map<std::string, Operation>& operations();
 
 // The request body as JSON ({} when empty). Invalid UTF-8 anywhere (a string value, a key, between tokens) is a
 // SerializationException naming the byte, its offset and where it falls ("the value of 'servers[0].vmName'", "a key
-// in 'servers[0]'"), and never reaches the catalog; other malformed JSON throws json::parse_error.
+// in 'servers[0]'"), and never reaches the catalog; so is any other malformed JSON (a syntax error, a number
+// beyond a double such as 1e400).
 json parse_request(std::string_view body);
 
 // in[key], or nullptr when `in` is not an object, lacks the key, or holds null there.

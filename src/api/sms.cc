@@ -127,7 +127,11 @@ json parse_request(std::string_view body) {
                                                        " at offset " + std::to_string(at) + ", in " +
                                                        json_location(body, at));
   }
-  return json::parse(body);
+  try {
+    return json::parse(body);
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number beyond a double (1e400)
+    throw OperationError("SerializationException", std::string("the request body is not valid JSON: ") + e.what());
+  }
 }
 
 const json* field(const json& in, const char* key) {

@@ -177,13 +177,13 @@ void save_profile(const std::string& path, const std::string& profile_name, cons
     for (auto& [k, v] : kv) size += k.size() + v.size() + 4;
   }
   std::string text;
+  auth::WipeOnExit wipe_text(text);
   text.reserve(size);
   for (auto& [name, kv] : ini.sections) {
     text.append(header(name)).append("\n");
     for (auto& [k, v] : kv) text.append(k).append(" = ").append(v).append("\n");
     text.append("\n");
   }
-  auth::WipeOnExit wipe_text(text);
   std::filesystem::create_directories(std::filesystem::path(path).parent_path().empty() ? "." : std::filesystem::path(path).parent_path());
   write_file_atomic(path, text, 0600);
 }

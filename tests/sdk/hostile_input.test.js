@@ -113,6 +113,17 @@ test('a call whose signature leaves out X-Amz-Target is refused, so a captured G
   assert.equal(retargeted.json.registrationToken, undefined);
 });
 
+// Pending the wiring in server.cc (authenticate() is another engineer's): VerifyOptions::service "sms" for POST / and
+// "ferry-connector" for /connector/v1/*. Drop `todo` when it lands.
+test('a signature scoped to the other API is refused', { todo: 'server.cc authenticate() does not pass VerifyOptions::service yet' }, async () => {
+  let r = await send(await signed({ target: `${SMS}GetConnectors`, service: 'ferry-connector' }));
+  assert.equal(expectAwsError(r, 'InvalidSignatureException'), "Credential should be scoped to correct service: 'sms'.");
+  const saved = JSON.parse(fs.readFileSync(path.join(world.dir, 'connector-state/credentials.json'), 'utf8'));
+  r = await send(await signed({ path: '/connector/v1/heartbeat', service: 'sms',
+    credentials: { accessKeyId: saved.accessKeyId, secretAccessKey: saved.secretAccessKey } }));
+  assert.equal(expectAwsError(r, 'InvalidSignatureException'), "Credential should be scoped to correct service: 'ferry-connector'.");
+});
+
 test('Content-Type and every other X-Amz-* header sent must be signed too', async () => {
   for (const [unsigned, headers] of [['content-type', {}], ['x-amz-meta-note', { 'x-amz-meta-note': 'hello' }],
     ['x-amz-content-sha256', {}]]) {
@@ -141,6 +152,14 @@ test('invalid UTF-8 in an SMS call is a 400 SerializationException in JSON, neve
     assert.ok(!r.bytes.includes(0xff) && !r.bytes.includes(0xed), `raw bytes echoed: ${message}`);
   }
   assert.deepEqual(await jobsOfServer(), []);
+});
+
+// Pending json_api() in server.cc (another engineer's) reading its body with api::parse_request(), as the connector
+// endpoints do. Drop `todo` when it does.
+test('invalid UTF-8 in an SMS call names the field it is in', { todo: 'json_api() still parses with json::parse' }, async () => {
+  const body = bytes(`{"serverId":"${server.serverId}","seedReplicationTime":1795564800,"frequency":12,"description":"web`, [0xff], '"}');
+  const message = expectAwsError(await send(await signed({ target: `${SMS}CreateReplicationJob`, body })), 'SerializationException');
+  assert.match(message, /^the request body is not valid UTF-8: byte 0xFF at offset \d+, in the value of 'description'$/);
 });
 
 test('invalid UTF-8 in a connector call names the field it is in', async () => {
