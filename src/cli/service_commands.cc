@@ -113,14 +113,14 @@ std::string_view listen_host(std::string_view listen) {
 }
 
 int server_run(const ServerArgs& a) {
-  // Plain HTTP off loopback would carry registration tokens, the connectors' new secrets and the store data keys
-  // they receive in clear: refused unless --insecure-http says so.
+  // Plain HTTP off loopback would carry registration tokens, the connectors' new secrets and disk data in clear:
+  // refused unless --insecure-http says so.
   bool exposed = a.tls_cert.empty() && !client::is_loopback_host(listen_host(a.listen));
   if (exposed && !a.insecure_http)
     fail(ErrorKind::kInvalidArgument,
          "refusing to serve plain HTTP on " + a.listen + ": '" + std::string(listen_host(a.listen)) +
              "' is not a loopback address, and connectors and clients reaching it would send registration tokens, "
-             "connector secrets and store data keys in clear text; give --tls-cert and --tls-key, or --insecure-http "
+             "connector secrets and disk data in clear text; give --tls-cert and --tls-key, or --insecure-http "
              "to accept that");
   block_stop_signals();  // before the service and the HTTP server start their threads
   init_logging(a.json_logs, a.log_level);
@@ -146,7 +146,7 @@ int server_run(const ServerArgs& a) {
   spdlog::info("ferry server {} listening on {} (data {})", FERRY_VERSION, url, a.data);
   if (exposed)
     spdlog::warn("plain HTTP on a non-loopback address (--insecure-http): requests stay signed, but registration tokens, "
-                 "connector secrets and store data keys cross the network in clear");
+                 "connector secrets and disk data cross the network in clear");
   http.serve();
   svc.stop();
   spdlog::info("stopped");
@@ -189,7 +189,7 @@ void add_service_commands(CLI::App& app, std::function<int()>& action) {
   s->add_option("--tls-cert", server.tls_cert, "PEM certificate: serve HTTPS");
   s->add_option("--tls-key", server.tls_key, "PEM private key of --tls-cert");
   s->add_flag("--insecure-http", server.insecure_http,
-              "Serve plain HTTP on an address other than loopback (refused without it: tokens, secrets and data keys "
+              "Serve plain HTTP on an address other than loopback (refused without it: tokens, secrets and disk data "
               "would cross the network in clear)");
   s->add_option("--address-file", server.address_file, "Write the URL the server listens on to this file");
   s->add_flag("--log-json", server.json_logs, "Logs as JSON lines");
@@ -221,7 +221,7 @@ void add_service_commands(CLI::App& app, std::function<int()>& action) {
   c->add_option("--ca-file", conn.config.ca_file, "CA bundle for an https server");
   c->add_flag("--insecure-http", conn.config.insecure_http,
               "Allow a plain http:// server that is not on loopback (refused without it: the registration token, "
-              "this connector's secret and the store data keys would cross the network in clear)");
+              "this connector's secret and disk data would cross the network in clear)");
   c->add_option("--poll-interval-ms", conn.poll_ms, "Heartbeat interval; the server holds each heartbeat up to this long and answers as soon as a run or an inventory request is waiting")->capture_default_str();
   c->add_option("--threads", conn.config.threads, "Replication worker threads (default: one per core)");
   c->add_option("--max-runs", conn.config.max_runs, "Runs done at the same time")->capture_default_str();

@@ -113,7 +113,7 @@ void require_secure_endpoint(const std::string& endpoint, bool insecure) {
   fail(ErrorKind::kInvalidArgument,
        "refusing plain HTTP to " + endpoint + ": '" + std::string(host) +
            "' is not a loopback address, and requests to it would carry registration tokens, connector secrets and "
-           "store data keys in clear text; use an https:// endpoint, or give --insecure-http to accept that");
+           "disk data in clear text; use an https:// endpoint, or give --insecure-http to accept that");
 }
 
 std::string default_config_path() {

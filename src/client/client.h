@@ -42,7 +42,7 @@ struct Profile {
   std::string region = "us-east-1";
   std::string ca_file;  // PEM bundle to verify an https endpoint (empty: the system's)
   // Allows a plain http:// endpoint on a host that is not loopback (--insecure-http): requests stay signed, but
-  // their bodies (registration tokens, a connector's new secret, store data keys) cross the network in clear.
+  // their bodies (registration tokens, a connector's new secret, disk data) cross the network in clear.
   bool insecure_http = false;
 };
 

@@ -110,7 +110,7 @@ TEST(Loopback, OnlyTheLoopbackInterfaceIsLoopback) {
     EXPECT_FALSE(client::is_loopback_host(host)) << host;
 }
 
-// Plain HTTP would carry registration tokens, a connector's new secret and store data keys in clear text: a Client
+// Plain HTTP would carry registration tokens, a connector's new secret and disk data in clear text: a Client
 // refuses it to any host but loopback, unless the profile says insecure_http (--insecure-http).
 TEST(Loopback, AClientRefusesPlainHttpOffLoopback) {
   auto profile = [](const std::string& endpoint, bool insecure = false) {

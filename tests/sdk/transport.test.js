@@ -1,6 +1,6 @@
 // Plain HTTP only on loopback: `ferry server`, `ferry connector` and the client verbs refuse a plain-HTTP address that
-// is not loopback (the registration token, a connector's new secret and the store data keys would cross the network
-// in clear) unless --insecure-http is given, and name the address and the flag. Real processes; the accepted case
+// is not loopback (the registration token, a connector's new secret and disk data would cross the network in
+// clear) unless --insecure-http is given, and name the address and the flag. Real processes; the accepted case
 // reaches the server through this machine's own non-loopback address.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
