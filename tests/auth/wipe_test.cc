@@ -12,7 +12,10 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
+#include <functional>
 #include <new>
+#include <optional>
 #include <string>
 
 #include "auth/sigv4.h"
