@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -27,6 +28,7 @@ using service::OperationError;
 namespace {
 
 constexpr const char* kJson11 = "application/x-amz-json-1.1";
+constexpr int64_t kInt64Min = std::numeric_limits<int64_t>::min(), kInt64Max = std::numeric_limits<int64_t>::max();
 
 std::string error_type_for(const Error& e) {
   switch (e.kind()) {
@@ -39,10 +41,12 @@ std::string error_type_for(const Error& e) {
   }
 }
 
+// An SMS error answer. The message may echo what a caller sent (an Authorization header, an X-Amz-Target, a parser's
+// "last read" bytes): invalid UTF-8 in it is replaced, where a plain dump() would throw and the answer become a 500.
 void send_error(http::Response& res, const std::string& type, int status, const std::string& message) {
   res.status = status;
   res.set_header("x-amzn-ErrorType", type);
-  res.set_content(json{{"__type", type}, {"message", message}}.dump(), kJson11);
+  res.set_content(json{{"__type", type}, {"message", message}}.dump(-1, ' ', false, json::error_handler_t::replace), kJson11);
 }
 
 // Headers every AWS answer carries. The SDKs read both: a client whose clock is off corrects it from Date and
@@ -153,6 +157,8 @@ struct HttpServer::Impl {
       std::optional<catalog::AccessKey> key;
       auth::VerifyOptions options;
       options.allow_unsigned_payload = allow_unsigned;
+      // A signature made for one API is not accepted by the other.
+      options.service = role == "admin" ? "sms" : "ferry-connector";
       auth::Request a = auth_request(req);
       if (body) a.body = *body;
       auto verified = auth::verify(a, [&](const std::string& id) -> std::optional<std::string> {
@@ -204,7 +210,7 @@ struct HttpServer::Impl {
     }
     std::string op = target.substr(target.find('.') + 1);
     guarded(res, op, [&] {
-      json in = req.body.empty() ? json::object() : json::parse(req.body);
+      json in = parse_request(req.body);
       json out = it->second(svc, in);
       res.set_content(out.dump(), kJson11);
     });
@@ -255,7 +261,7 @@ struct HttpServer::Impl {
     http->stream_route("PUT", pattern, handler, kMaxPack);
   }
 
-  static json body_json(const http::Request& req) { return req.body.empty() ? json::object() : json::parse(req.body); }
+  static json body_json(const http::Request& req) { return parse_request(req.body); }
 
   void routes() {
     // "ok", or "degraded" and one line per problem an operator must act on (a full store, an unusable store). Always
@@ -291,8 +297,8 @@ struct HttpServer::Impl {
       json in = body_json(req);
       service::ConnectorHas has;
       has.running = in.value("running", std::vector<std::string>{});
-      has.inventory_reported = in.value("inventoryReported", int64_t{0});
-      has.wait = std::chrono::milliseconds(std::clamp<int64_t>(in.value("waitMs", int64_t{0}), 0, 60000));
+      has.inventory_reported = opt_int(in, "inventoryReported", 0, kInt64Max).value_or(0);
+      has.wait = std::chrono::milliseconds(std::clamp<int64_t>(opt_int(in, "waitMs", kInt64Min, kInt64Max).value_or(0), 0, 60000));
       auto w = svc.heartbeat(cid, connector_info_from(in), req.remote_addr, has);
       res.set_content(json{{"inventoryRequested", w.inventory_requested}, {"runs", w.runs}, {"disassociated", w.disassociated}}.dump(),
                       "application/json");
@@ -301,7 +307,9 @@ struct HttpServer::Impl {
       json in = body_json(req);
       std::vector<catalog::Server> servers;
       for (auto& s : in.at("servers")) servers.push_back(server_from_report(s));
-      svc.report_inventory(cid, in.at("generation").get<int64_t>(), std::move(servers));
+      auto generation = opt_int(in, "generation", 0, kInt64Max);
+      if (!generation) throw OperationError("MissingRequiredParameterException", "generation is required");
+      svc.report_inventory(cid, *generation, std::move(servers));
       res.set_content("{}", "application/json");
     }, kInventoryBody);
     connector_route("POST", R"(/connector/v1/runs/([\w-]+)/begin)", [this](const std::string& cid, const http::Request& req, http::Response& res) {
@@ -349,9 +357,9 @@ struct HttpServer::Impl {
       json in = body_json(req);
       service::RunProgress p;
       p.stage = in.value("stage", "");
-      p.percent = in.value("percent", 0);
-      p.bytes_total = in.value("bytesTotal", uint64_t{0});
-      p.bytes_done = in.value("bytesDone", uint64_t{0});
+      p.percent = static_cast<int>(opt_int(in, "percent", std::numeric_limits<int>::min(), std::numeric_limits<int>::max()).value_or(0));
+      p.bytes_total = static_cast<uint64_t>(opt_int(in, "bytesTotal", 0, kInt64Max).value_or(0));
+      p.bytes_done = static_cast<uint64_t>(opt_int(in, "bytesDone", 0, kInt64Max).value_or(0));
       bool go_on = svc.run_progress(cid, req.matches[1], p);
       res.set_content(json{{"continue", go_on}}.dump(), "application/json");
     });

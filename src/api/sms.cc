@@ -1,6 +1,10 @@
 // The SMS operations and ferry's own, as JSON in and JSON out: field names, enum values and error types as in the
 // AWS Server Migration Service API reference (API version 2016-10-24).
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <limits>
+#include <vector>
 
 #include "api/internal.h"
 #include "common/error.h"
@@ -9,6 +13,176 @@ namespace ferry::api {
 
 using service::OperationError;
 using service::Service;
+
+// --- Reading request bodies and fields (internal.h) ---
+
+namespace {
+
+// The offset of the first byte of `s` that is not part of well-formed UTF-8 (RFC 3629: no overlong forms, no
+// surrogates, nothing above U+10FFFF), or npos.
+size_t invalid_utf8_at(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    size_t more;                          // continuation bytes
+    unsigned char lo = 0x80, hi = 0xBF;   // the range of the first of them
+    if (c >= 0xC2 && c <= 0xDF) more = 1;
+    else if (c == 0xE0) more = 2, lo = 0xA0;
+    else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) more = 2;
+    else if (c == 0xED) more = 2, hi = 0x9F;
+    else if (c == 0xF0) more = 3, lo = 0x90;
+    else if (c >= 0xF1 && c <= 0xF3) more = 3;
+    else if (c == 0xF4) more = 3, hi = 0x8F;
+    else return i;
+    for (size_t k = 1; k <= more; k++) {
+      if (i + k >= s.size()) return i;
+      auto cc = static_cast<unsigned char>(s[i + k]);
+      if (cc < (k == 1 ? lo : 0x80) || cc > (k == 1 ? hi : 0xBF)) return i;
+    }
+    i += more + 1;
+  }
+  return std::string_view::npos;
+}
+
+// Where byte `offset` of a JSON text falls, for a message: "the value of 'servers[0].vmName'", "a key in
+// 'servers[0]'", or "the JSON text" outside any string. The text before `offset` is read as JSON tokens; it may be
+// malformed (it is being refused anyway), and the answer is then the best reading of it.
+std::string json_location(std::string_view text, size_t offset) {
+  struct Frame {
+    explicit Frame(bool is_object) : object(is_object) {}
+    bool object;
+    std::string key;  // object: the current member's key (raw, as written)
+    size_t index = 0;  // list: the current element
+    bool expect_key = true;
+  };
+  std::vector<Frame> stack;
+  bool in_string = false, escaped = false, is_key = false;
+  size_t string_start = 0;
+  for (size_t i = 0; i < offset && i < text.size(); i++) {
+    char c = text[i];
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') {
+        in_string = false;
+        if (is_key) {
+          // Key names are shown up to 64 bytes, cut before a UTF-8 continuation byte.
+          size_t n = std::min<size_t>(i - string_start, 64);
+          while (n > 0 && n < i - string_start && (static_cast<unsigned char>(text[string_start + n]) & 0xC0) == 0x80) n--;
+          stack.back().key = std::string(text.substr(string_start, n));
+          stack.back().expect_key = false;
+        }
+      }
+      continue;
+    }
+    switch (c) {
+      case '"':
+        in_string = true;
+        is_key = !stack.empty() && stack.back().object && stack.back().expect_key;
+        string_start = i + 1;
+        break;
+      case '{': stack.emplace_back(true); break;
+      case '[': stack.emplace_back(false); break;
+      case '}':
+      case ']':
+        if (!stack.empty()) stack.pop_back();
+        break;
+      case ',':
+        if (stack.empty()) break;
+        if (stack.back().object) {
+          stack.back().expect_key = true;
+          stack.back().key.clear();
+        } else {
+          stack.back().index++;
+        }
+        break;
+      default: break;
+    }
+  }
+  // The path of the value being read: member keys and list indexes from the outside in.
+  auto path = [&](size_t depth) {
+    std::string p;
+    for (size_t i = 0; i < depth; i++) {
+      if (stack[i].object) p += (p.empty() ? "" : ".") + stack[i].key;
+      else p += "[" + std::to_string(stack[i].index) + "]";
+    }
+    return p;
+  };
+  if (!in_string) return "the JSON text";
+  if (is_key) return stack.size() > 1 ? "a key in '" + path(stack.size() - 1) + "'" : "a key of the body";
+  return stack.empty() ? "the body" : "the value of '" + path(stack.size()) + "'";
+}
+
+}  // namespace
+
+json parse_request(std::string_view body) {
+  if (body.empty()) return json::object();
+  if (size_t at = invalid_utf8_at(body); at != std::string_view::npos) {
+    char byte[8];
+    std::snprintf(byte, sizeof byte, "0x%02X", static_cast<unsigned char>(body[at]));
+    throw OperationError("SerializationException", "the request body is not valid UTF-8: byte " + std::string(byte) +
+                                                       " at offset " + std::to_string(at) + ", in " +
+                                                       json_location(body, at));
+  }
+  try {
+    return json::parse(body);
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number beyond a double (1e400)
+    throw OperationError("SerializationException", std::string("the request body is not valid JSON: ") + e.what());
+  }
+}
+
+const json* field(const json& in, const char* key) {
+  if (!in.is_object()) return nullptr;
+  auto it = in.find(key);
+  return it == in.end() || it->is_null() ? nullptr : &*it;
+}
+
+std::string kind_of(const json& v) {
+  switch (v.type()) {
+    case json::value_t::object: return "an object";
+    case json::value_t::array: return "a list";
+    case json::value_t::string: return "a string";
+    case json::value_t::boolean: return v.get<bool>() ? "true" : "false";
+    case json::value_t::null: return "null";
+    default: return "the number " + shown(v);
+  }
+}
+
+std::string shown(const json& v) {
+  std::string text = v.dump(-1, ' ', false, json::error_handler_t::replace);
+  return text.size() <= 100 ? text : text.substr(0, 100) + "...";
+}
+
+std::optional<std::string> opt_string(const json& in, const char* key) {
+  const json* v = field(in, key);
+  if (!v) return std::nullopt;
+  if (!v->is_string()) throw OperationError("InvalidParameterException", std::string(key) + " must be a string, not " + kind_of(*v));
+  return v->get<std::string>();
+}
+
+std::optional<int64_t> opt_int(const json& in, const char* key, int64_t lo, int64_t hi) {
+  const json* v = field(in, key);
+  if (!v) return std::nullopt;
+  bool fits = false;
+  int64_t n = 0;
+  if (v->is_number_unsigned()) {  // 0 and up: uint64_t, which int64_t may not hold
+    auto u = v->get<uint64_t>();
+    fits = u <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+    n = fits ? static_cast<int64_t>(u) : 0;
+  } else if (v->is_number_integer()) {
+    n = v->get<int64_t>();
+    fits = true;
+  } else {
+    throw OperationError("InvalidParameterException", std::string(key) + " must be an integer, not " + kind_of(*v));
+  }
+  if (!fits || n < lo || n > hi)
+    throw OperationError("InvalidParameterException", std::string(key) + " must be an integer from " + std::to_string(lo) +
+                                                          " to " + std::to_string(hi) + ", not " + shown(*v));
+  return n;
+}
 
 namespace {
 
@@ -21,13 +195,14 @@ catalog::Time now_seconds() {
 [[noreturn]] void invalid(const std::string& message) { throw OperationError("InvalidParameterException", message); }
 
 void expect_object(const json& in) {
-  if (!in.is_object()) invalid("the request body must be a JSON object");
+  if (!in.is_object()) invalid("the request body must be a JSON object, not " + kind_of(in));
 }
 
-std::optional<std::string> opt_string(const json& in, const char* key) {
-  if (!in.contains(key) || in[key].is_null()) return std::nullopt;
-  if (!in[key].is_string()) invalid(std::string(key) + " must be a string");
-  return in[key].get<std::string>();
+std::optional<bool> opt_bool(const json& in, const char* key) {
+  const json* v = field(in, key);
+  if (!v) return std::nullopt;
+  if (!v->is_boolean()) invalid(std::string(key) + " must be true or false, not " + kind_of(*v));
+  return v->get<bool>();
 }
 
 std::string req_string(const json& in, const char* key) {
@@ -36,33 +211,31 @@ std::string req_string(const json& in, const char* key) {
   return *v;
 }
 
-std::optional<int64_t> opt_int(const json& in, const char* key) {
-  if (!in.contains(key) || in[key].is_null()) return std::nullopt;
-  if (!in[key].is_number_integer()) invalid(std::string(key) + " must be an integer");
-  return in[key].get<int64_t>();
+// An integer field narrowed to T (int for the SMS API's Integer members) once its 64-bit value is known to fit.
+template <class T>
+std::optional<T> opt_int_as(const json& in, const char* key) {
+  auto v = opt_int(in, key, std::numeric_limits<T>::min(), std::numeric_limits<T>::max());
+  return v ? std::optional<T>(static_cast<T>(*v)) : std::nullopt;
 }
 
-std::optional<bool> opt_bool(const json& in, const char* key) {
-  if (!in.contains(key) || in[key].is_null()) return std::nullopt;
-  if (!in[key].is_boolean()) invalid(std::string(key) + " must be true or false");
-  return in[key].get<bool>();
-}
-
-// Timestamps arrive as epoch seconds (possibly fractional).
+// Timestamps arrive as epoch seconds (possibly fractional): a finite number from 0 to the year 3000, checked as the
+// double it is before it becomes whole seconds.
 std::optional<catalog::Time> opt_time(const json& in, const char* key) {
-  if (!in.contains(key) || in[key].is_null()) return std::nullopt;
-  if (!in[key].is_number()) invalid(std::string(key) + " must be a timestamp in epoch seconds");
-  double v = in[key].get<double>();
-  if (v < 0 || v > 32503680000.0) invalid(std::string(key) + " is out of range");
-  return static_cast<catalog::Time>(v);
+  const json* v = field(in, key);
+  if (!v) return std::nullopt;
+  if (!v->is_number()) invalid(std::string(key) + " must be a timestamp in epoch seconds, not " + kind_of(*v));
+  constexpr double kYear3000 = 32503680000.0;
+  double t = v->get<double>();
+  if (!(t >= 0 && t <= kYear3000))  // also false for NaN
+    invalid(std::string(key) + " must be a timestamp from 0 to 32503680000 (epoch seconds, before the year 3000), not " +
+            shown(*v));
+  return static_cast<catalog::Time>(t);
 }
 
 catalog::PageRequest page_of(const json& in) {
   catalog::PageRequest p;
   p.token = opt_string(in, "nextToken").value_or("");
-  auto max = opt_int(in, "maxResults");
-  if (max && (*max < 1 || *max > 1000)) invalid("maxResults must be between 1 and 1000");
-  p.max_results = static_cast<int>(max.value_or(50));
+  p.max_results = static_cast<int>(opt_int(in, "maxResults", 1, 1000).value_or(50));
   return p;
 }
 
@@ -142,12 +315,12 @@ json job_json(Service& svc, const catalog::ReplicationJob& job, bool with_runs) 
 Service::JobRequest job_request(const json& in) {
   Service::JobRequest r;
   r.seed_time = opt_time(in, "seedReplicationTime");
-  if (auto f = opt_int(in, "frequency")) r.frequency = static_cast<int>(*f);
+  r.frequency = opt_int_as<int>(in, "frequency");  // the service checks the range (1-24)
   r.run_once = opt_bool(in, "runOnce");
   r.license_type = opt_string(in, "licenseType");
   r.role_name = opt_string(in, "roleName");
   r.description = opt_string(in, "description");
-  if (auto k = opt_int(in, "numberOfRecentAmisToKeep")) r.keep = static_cast<int>(*k);
+  r.keep = opt_int_as<int>(in, "numberOfRecentAmisToKeep");  // the service checks the range (0-1000)
   r.encrypted = opt_bool(in, "encrypted");
   r.kms_key_id = opt_string(in, "kmsKeyId");
   return r;
@@ -262,8 +435,7 @@ json get_replication_runs(Service& svc, const json& in) {
 
 json create_registration_token(Service& svc, const json& in) {
   expect_object(in);
-  int64_t hours = opt_int(in, "validHours").value_or(24);
-  if (hours < 1 || hours > 24 * 30) invalid("validHours must be between 1 and 720");
+  int64_t hours = opt_int(in, "validHours", 1, 24 * 30).value_or(24);
   std::string token = svc.create_registration_token(std::chrono::hours(hours), opt_string(in, "trustDomain").value_or(""));
   return {{"registrationToken", token}, {"expiresOn", now_seconds() + hours * 3600}};
 }
@@ -352,8 +524,13 @@ catalog::Connector connector_info_from(const json& j) {
   catalog::Connector c;
   c.name = opt_string(j, "name").value_or("");
   c.version = opt_string(j, "version").value_or("");
-  if (j.contains("capabilities") && j["capabilities"].is_array())
-    for (auto& x : j["capabilities"]) c.capabilities.push_back(x.get<std::string>());
+  if (const json* caps = field(j, "capabilities")) {
+    if (!caps->is_array()) invalid("capabilities must be a list of strings, not " + kind_of(*caps));
+    for (size_t i = 0; i < caps->size(); i++) {
+      if (!(*caps)[i].is_string()) invalid("capabilities[" + std::to_string(i) + "] must be a string, not " + kind_of((*caps)[i]));
+      c.capabilities.push_back((*caps)[i].get<std::string>());
+    }
+  }
   c.vm_manager_type = opt_string(j, "vmManagerType").value_or("");
   c.vm_manager_name = opt_string(j, "vmManagerName").value_or("");
   c.vm_manager_id = opt_string(j, "vmManagerId").value_or("");
@@ -377,6 +554,7 @@ json server_json(const catalog::Server& s) {
 }
 
 catalog::Server server_from_report(const json& j) {
+  if (!j.is_object()) invalid("each server in an inventory report must be an object, not " + kind_of(j));
   catalog::Server s;
   s.vm_id = req_string(j, "vmId");
   s.vm_name = opt_string(j, "vmName").value_or(s.vm_id);
@@ -385,13 +563,18 @@ catalog::Server server_from_report(const json& j) {
   s.vm_manager_type = opt_string(j, "vmManagerType").value_or("");
   s.vm_manager_name = opt_string(j, "vmManagerName").value_or("");
   s.guest_os = opt_string(j, "guestOs").value_or("");
-  s.cpus = static_cast<int>(opt_int(j, "cpus").value_or(0));
-  s.memory_mib = static_cast<uint64_t>(opt_int(j, "memoryMiB").value_or(0));
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  s.cpus = static_cast<int>(opt_int(j, "cpus", 0, std::numeric_limits<int>::max()).value_or(0));
+  s.memory_mib = static_cast<uint64_t>(opt_int(j, "memoryMiB", 0, kMax).value_or(0));
   s.error = opt_string(j, "error").value_or("");
-  if (j.contains("disks") && j["disks"].is_array())
-    for (auto& d : j["disks"])
+  if (const json* disks = field(j, "disks")) {
+    if (!disks->is_array()) invalid("disks of VM '" + s.vm_id + "' must be a list, not " + kind_of(*disks));
+    for (auto& d : *disks) {
+      if (!d.is_object()) invalid("disks of VM '" + s.vm_id + "' must be objects, not " + kind_of(d));
       s.disks.push_back({req_string(d, "name"), req_string(d, "path"), opt_string(d, "format").value_or(""),
-                         static_cast<uint64_t>(opt_int(d, "size").value_or(0))});
+                         static_cast<uint64_t>(opt_int(d, "size", 0, kMax).value_or(0))});
+    }
+  }
   return s;
 }
 

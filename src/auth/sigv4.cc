@@ -8,8 +8,11 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
+#include <limits>
 #include <map>
 
+#include "auth/internal.h"
 #include "common/error.h"
 #include "common/hex.h"
 
@@ -174,33 +177,6 @@ std::map<std::string, std::string> header_values(const std::vector<std::pair<std
   return values;
 }
 
-// `signed_names` are lower-case, in the order they are listed in SignedHeaders.
-std::string canonical_request(const Request& request, const std::vector<std::string>& signed_names,
-                              std::string_view payload_hash, std::string_view service) {
-  auto values = header_values(request.headers);
-  std::string out =
-      request.method + '\n' + canonical_uri(request.path, service) + '\n' + canonical_query(request.query) + '\n';
-  std::string list;
-  for (const auto& name : signed_names) {
-    auto it = values.find(name);
-    out += name + ':' + (it == values.end() ? std::string() : it->second) + '\n';
-    if (!list.empty()) list += ';';
-    list += name;
-  }
-  out += '\n' + list + '\n';
-  out += payload_hash;
-  return out;
-}
-
-std::string hmac_sha256(std::string_view key, std::string_view data) {
-  unsigned char out[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (!HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(data.data()),
-            data.size(), out, &len))
-    fail(ErrorKind::kCrypto, "HMAC-SHA-256 failed in OpenSSL");
-  return std::string(reinterpret_cast<char*>(out), len);
-}
-
 struct Scope {
   std::string date;  // YYYYMMDD
   std::string region;
@@ -208,16 +184,63 @@ struct Scope {
   std::string str() const { return date + '/' + region + '/' + service + '/' + std::string(kTerminator); }
 };
 
+constexpr size_t kKeySize = 32;  // the HMAC-SHA-256 output, and so every derived key
+
+// HMAC-SHA-256 of `data` under `key`, into `out`.
+void hmac_into(const void* key, size_t key_size, std::string_view data, unsigned char (&out)[kKeySize]) {
+  if (key_size > static_cast<size_t>(std::numeric_limits<int>::max()))
+    fail(ErrorKind::kInvalidArgument, "SigV4: a key of " + std::to_string(key_size) + " bytes is too long for HMAC");
+  unsigned int len = 0;
+  if (!HMAC(EVP_sha256(), key, static_cast<int>(key_size), reinterpret_cast<const unsigned char*>(data.data()),
+            data.size(), out, &len) ||
+      len != kKeySize)
+    fail(ErrorKind::kCrypto, "HMAC-SHA-256 failed in OpenSSL");
+}
+
+// The signing key of a scope, derived from the secret as AWS defines it: kSecret = "AWS4" + secret, then kDate,
+// kRegion, kService and kSigning, each the HMAC of the next scope part under the one before. Every intermediate is
+// wiped as soon as the next is made, and the signing key when this object goes away.
+class SigningKey {
+ public:
+  SigningKey(std::string_view secret, const Scope& scope) {
+    std::string k_secret;
+    WipeOnExit wipe_k_secret(k_secret);
+    k_secret.reserve(4 + secret.size());  // one buffer: no reallocation leaves a copy of the secret behind
+    k_secret.append("AWS4").append(secret);
+    try {
+      hmac_into(k_secret.data(), k_secret.size(), scope.date, key_);
+      for (std::string_view part : {std::string_view(scope.region), std::string_view(scope.service), kTerminator}) {
+        unsigned char next[kKeySize];
+        hmac_into(key_, kKeySize, part, next);
+        std::memcpy(key_, next, kKeySize);
+        OPENSSL_cleanse(next, kKeySize);
+      }
+    } catch (...) {
+      OPENSSL_cleanse(key_, kKeySize);  // no destructor runs when the constructor throws
+      throw;
+    }
+  }
+  ~SigningKey() { OPENSSL_cleanse(key_, kKeySize); }
+  SigningKey(const SigningKey&) = delete;
+  SigningKey& operator=(const SigningKey&) = delete;
+
+  // Lower-case hex HMAC of `data` under the signing key.
+  std::string sign_hex(std::string_view data) const {
+    unsigned char mac[kKeySize];
+    hmac_into(key_, kKeySize, data, mac);
+    return to_hex(mac, kKeySize);
+  }
+
+ private:
+  unsigned char key_[kKeySize];
+};
+
 // Hex HMAC of the string to sign under the key derived from the secret, the scope's date, region and service.
-std::string signature(const std::string& secret, const Scope& scope, std::string_view amz_date,
+std::string signature(std::string_view secret, const Scope& scope, std::string_view amz_date,
                       std::string_view canonical) {
-  std::string key = hmac_sha256("AWS4" + secret, scope.date);
-  key = hmac_sha256(key, scope.region);
-  key = hmac_sha256(key, scope.service);
-  key = hmac_sha256(key, kTerminator);
   std::string to_sign =
       std::string(kAlgorithm) + '\n' + std::string(amz_date) + '\n' + scope.str() + '\n' + sha256_hex(canonical);
-  return to_hex(hmac_sha256(key, to_sign));
+  return SigningKey(secret, scope).sign_hex(to_sign);
 }
 
 // 20150830T123600Z
@@ -280,15 +303,27 @@ std::string skew_text(std::chrono::seconds skew) {
   return std::to_string(skew.count()) + " sec.";
 }
 
-struct Authorization {
-  std::string algorithm;
-  std::optional<std::string> credential;
-  std::optional<std::string> signed_headers;
-  std::optional<std::string> signature;
-};
+// Refuses a request whose SignedHeaders leave out a header it carries that the signature must cover, as AWS does:
+// Host always, the header the request time comes from (`time_header`: "x-amz-date", or "date" without it),
+// Content-Type, and every X-Amz-* header. Anything unsigned can be changed by whoever holds a captured request: an
+// unsigned X-Amz-Target turns a signed GetConnectors into CreateRegistrationToken, an unsigned X-Amz-Date replays it
+// at another time, an unsigned X-Amz-Content-Sha256 claims another body.
+void require_signed(const Request& request, const std::vector<std::string>& signed_names, std::string_view time_header) {
+  auto is_signed = [&](const std::string& name) {
+    return std::find(signed_names.begin(), signed_names.end(), name) != signed_names.end();
+  };
+  if (!is_signed("host")) invalid("'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.");
+  for (const auto& [name, value] : request.headers) {
+    std::string n = lower(name);
+    if ((n == time_header || n == "content-type" || n.starts_with("x-amz-")) && !is_signed(n))
+      invalid("'" + name + "' must be a 'SignedHeader' in the AWS Authorization.");
+  }
+}
 
-// "AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=...": the algorithm, then key=value parameters
-// separated by commas and/or white space, the way AWS itself tokenizes them.
+}  // namespace
+
+namespace internal {
+
 Authorization parse_authorization(const std::string& header) {
   std::string_view rest = trim(header);
   Authorization auth;
@@ -315,7 +350,28 @@ Authorization parse_authorization(const std::string& header) {
   return auth;
 }
 
-}  // namespace
+std::string canonical_request(const Request& request, const std::vector<std::string>& signed_names,
+                              std::string_view payload_hash, std::string_view service) {
+  auto values = header_values(request.headers);
+  std::string out =
+      request.method + '\n' + canonical_uri(request.path, service) + '\n' + canonical_query(request.query) + '\n';
+  std::string list;
+  for (const auto& name : signed_names) {
+    auto it = values.find(name);
+    out += name + ':' + (it == values.end() ? std::string() : it->second) + '\n';
+    if (!list.empty()) list += ';';
+    list += name;
+  }
+  out += '\n' + list + '\n';
+  out += payload_hash;
+  return out;
+}
+
+}  // namespace internal
+
+using internal::Authorization;
+using internal::canonical_request;
+using internal::parse_authorization;
 
 std::optional<std::string> Request::header(std::string_view name) const {
   for (const auto& [n, v] : headers)
@@ -337,6 +393,14 @@ void Request::set_header(const std::string& name, const std::string& value) {
     }
   }
   if (!replaced) headers.emplace_back(name, value);
+}
+
+Credentials::~Credentials() { wipe(secret_access_key); }
+
+void wipe(std::string& s) {
+  s.resize(s.capacity());  // the whole buffer, not only the current contents (within capacity: no reallocation)
+  OPENSSL_cleanse(s.data(), s.size());
+  s.clear();
 }
 
 std::string sha256_hex(std::string_view data) {
@@ -420,16 +484,20 @@ Verified verify(const Request& request, const SecretLookup& secret_for, std::chr
                "' in Authorization header is not <access key id>/<YYYYMMDD>/<region>/<service>/aws4_request.");
   std::string access_key_id(credential[0]);
   Scope scope{std::string(credential[1]), std::string(credential[2]), std::string(credential[3])};
-  if (credential[4] != kTerminator)
-    invalid("Credential should be scoped with a valid terminator: 'aws4_request', not '" + std::string(credential[4]) +
-            "'.");
-  if (scope.region.empty()) invalid("Credential should be scoped to a valid region, not ''.");
-  if (scope.service.empty()) invalid("Credential should be scoped to a service, not ''.");
+  // Every fault of the scope at once, in AWS's order and words.
+  std::string scope_faults;
+  if (scope.region.empty()) scope_faults += "Credential should be scoped to a valid region, not ''. ";
   if (!options.service.empty() && scope.service != options.service)
-    invalid("Credential should be scoped to correct service: '" + options.service + "'.");
+    scope_faults += "Credential should be scoped to correct service: '" + options.service + "'. ";
+  else if (scope.service.empty())
+    scope_faults += "Credential should be scoped to a service, not ''. ";
+  if (credential[4] != kTerminator)
+    scope_faults += "Credential should be scoped with a valid terminator: 'aws4_request', not '" +
+                    std::string(credential[4]) + "'. ";
   if (scope.date != amz_date.substr(0, 8))
-    invalid("Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '" + scope.date +
-            "' != '" + amz_date.substr(0, 8) + "', from '" + amz_date + "'.");
+    scope_faults += "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '" +
+                    scope.date + "' != '" + amz_date.substr(0, 8) + "', from '" + amz_date + "'. ";
+  if (!scope_faults.empty()) invalid(scope_faults.substr(0, scope_faults.size() - 1));
 
   std::vector<std::string> signed_names;
   for (std::string_view name : split(*auth.signed_headers, ';')) {
@@ -437,8 +505,7 @@ Verified verify(const Request& request, const SecretLookup& secret_for, std::chr
       incomplete("SignedHeaders '" + *auth.signed_headers + "' in Authorization header has an empty header name.");
     signed_names.push_back(lower(name));
   }
-  if (std::find(signed_names.begin(), signed_names.end(), "host") == signed_names.end())
-    incomplete("'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.");
+  require_signed(request, signed_names, amz_date_header ? "x-amz-date" : "date");
 
   sys_seconds now_s = std::chrono::floor<std::chrono::seconds>(now);
   if (*time < now_s - max_skew)
@@ -451,6 +518,7 @@ Verified verify(const Request& request, const SecretLookup& secret_for, std::chr
   std::optional<std::string> secret = secret_for(access_key_id);
   if (!secret)
     throw AuthError("UnrecognizedClientException", 400, "The security token included in the request is invalid.");
+  WipeOnExit wipe_secret(*secret);
 
   // A client that sends x-amz-content-sha256 signs that value as the payload hash; it must then be the body's,
   // unless the caller accepts UNSIGNED-PAYLOAD for this request.

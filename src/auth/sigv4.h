@@ -2,14 +2,21 @@
 // them against its access keys. Any region name is accepted; the service name is whatever the request signed.
 // Reference: https://docs.aws.amazon.com/IAM/latest/UserGuide/create-signed-request.html
 //
-// Promises: verify() accepts exactly the requests the AWS SDKs sign correctly (Authorization header form,
-// including signed headers with repeated values and spaces, an empty or absent query, unsigned
+// Promises: verify() accepts exactly the requests the AWS SDKs and the AWS CLI sign correctly (Authorization header
+// form, including signed headers with repeated values and spaces, an empty or absent query, unsigned
 // x-amz-content-sha256 absent) and rejects, with the error code and message AWS services return:
 //   no Authorization header             -> MissingAuthenticationTokenException (HTTP 403)
 //   malformed Authorization             -> IncompleteSignatureException (400)
+//   a header the signature must cover   -> InvalidSignatureException "'X-Amz-Target' must be a 'SignedHeader' in
+//     left out of SignedHeaders            the AWS Authorization." (400): Host, the header the request time comes
+//                                          from (X-Amz-Date, else Date), Content-Type and every X-Amz-* header sent
+//   credential scope for another        -> InvalidSignatureException "Credential should be scoped to correct
+//     service than VerifyOptions::service  service: 'sms'." (400)
 //   unknown access key                  -> UnrecognizedClientException (400)
 //   signature mismatch                  -> InvalidSignatureException (400)
 //   X-Amz-Date more than max_skew off   -> InvalidSignatureException "Signature expired: ..." (400)
+// Secrets and the keys derived from them are wiped from memory once used (wipe(); Credentials wipes its secret when
+// destroyed).
 // All functions are pure and thread-safe.
 #pragma once
 
@@ -24,9 +31,27 @@
 
 namespace ferry::auth {
 
+// An access key. The secret is wiped (wipe()) when the object is destroyed; every copy wipes its own.
 struct Credentials {
   std::string access_key_id;
   std::string secret_access_key;
+  ~Credentials();
+};
+
+// Overwrites every byte of `s`'s buffer (its whole capacity, with OPENSSL_cleanse, which the compiler may not
+// optimize away) and empties it: for secrets and keys derived from them, so they do not linger in freed memory.
+void wipe(std::string& s);
+
+// Wipes a string (wipe()) when the scope ends, however it ends.
+class WipeOnExit {
+ public:
+  explicit WipeOnExit(std::string& s) : s_(s) {}
+  ~WipeOnExit() { wipe(s_); }
+  WipeOnExit(const WipeOnExit&) = delete;
+  WipeOnExit& operator=(const WipeOnExit&) = delete;
+
+ private:
+  std::string& s_;
 };
 
 // An HTTP request as seen on the wire. `path` is the raw request target path (percent-encoded as sent,

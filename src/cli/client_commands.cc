@@ -439,6 +439,9 @@ void add_client_commands(CLI::App& app, std::function<int()>& action) {
     cmd->add_option("--endpoint", ca.overrides.endpoint, "Server URL (FERRY_ENDPOINT)");
     cmd->add_option("--region", ca.overrides.region, "Region name to sign with (any)");
     cmd->add_option("--ca-file", ca.overrides.ca_file, "CA bundle for an https endpoint");
+    cmd->add_flag("--insecure-http", ca.overrides.insecure_http,
+                  "Allow a plain http:// endpoint that is not on loopback (refused without it: requests would cross "
+                  "the network in clear)");
     cmd->add_flag("--json", ca.json, "Machine-readable output");
   };
   auto verb = [&](CLI::App* parent, const char* name, const char* help) {

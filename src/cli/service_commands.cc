@@ -58,6 +58,7 @@ struct ServerArgs {
   std::string data = "/var/lib/ferry";
   std::string listen = "127.0.0.1:8443";
   std::string tls_cert, tls_key;
+  bool insecure_http = false;  // plain HTTP on a non-loopback address
   std::string address_file;
   bool json_logs = false;
   std::string log_level = "info";
@@ -106,7 +107,22 @@ void raise_open_files_limit() {
   if (::setrlimit(RLIMIT_NOFILE, &raised) != 0) spdlog::warn("cannot raise the open-files limit from {}: {}", limit.rlim_cur, std::strerror(errno));
 }
 
+// The host of a listen address, host:port ("[::1]:8443" for IPv6; an empty host listens on every interface).
+std::string_view listen_host(std::string_view listen) {
+  if (listen.starts_with('[')) return listen.substr(0, listen.find(']') + 1);
+  return listen.substr(0, listen.rfind(':'));
+}
+
 int server_run(const ServerArgs& a) {
+  // Plain HTTP off loopback would carry registration tokens, the connectors' new secrets and disk data in clear:
+  // refused unless --insecure-http says so.
+  bool exposed = a.tls_cert.empty() && !client::is_loopback_host(listen_host(a.listen));
+  if (exposed && !a.insecure_http)
+    fail(ErrorKind::kInvalidArgument,
+         "refusing to serve plain HTTP on " + a.listen + ": '" + std::string(listen_host(a.listen)) +
+             "' is not a loopback address, and connectors and clients reaching it would send registration tokens, "
+             "connector secrets and disk data in clear text; give --tls-cert and --tls-key, or --insecure-http "
+             "to accept that");
   block_stop_signals();  // before the service and the HTTP server start their threads
   init_logging(a.json_logs, a.log_level);
   raise_open_files_limit();
@@ -130,10 +146,9 @@ int server_run(const ServerArgs& a) {
     http.stop();
   });
   spdlog::info("ferry server {} listening on {} (data {})", FERRY_VERSION, url, a.data);
-  bool loopback = a.listen.rfind("127.", 0) == 0 || a.listen.rfind("localhost:", 0) == 0 || a.listen.rfind("[::1]:", 0) == 0;
-  if (a.tls_cert.empty() && !loopback)
-    spdlog::warn("plain HTTP on a non-loopback address: requests stay signed, but the store keys a connector receives for a run "
-                 "cross the network in clear; give --tls-cert and --tls-key");
+  if (exposed)
+    spdlog::warn("plain HTTP on a non-loopback address (--insecure-http): requests stay signed, but registration tokens, "
+                 "connector secrets and disk data cross the network in clear");
   http.serve();
   svc.stop();
   spdlog::info("stopped");
@@ -175,6 +190,9 @@ void add_service_commands(CLI::App& app, std::function<int()>& action) {
   s->add_option("--listen", server.listen, "host:port to listen on (port 0: any free port)")->capture_default_str();
   s->add_option("--tls-cert", server.tls_cert, "PEM certificate: serve HTTPS");
   s->add_option("--tls-key", server.tls_key, "PEM private key of --tls-cert");
+  s->add_flag("--insecure-http", server.insecure_http,
+              "Serve plain HTTP on an address other than loopback (refused without it: tokens, secrets and disk data "
+              "would cross the network in clear)");
   s->add_option("--address-file", server.address_file, "Write the URL the server listens on to this file");
   s->add_flag("--log-json", server.json_logs, "Logs as JSON lines");
   s->add_option("--log-level", server.log_level, "debug, info, warn or error")->capture_default_str();
@@ -205,6 +223,9 @@ void add_service_commands(CLI::App& app, std::function<int()>& action) {
   c->add_option("--state", conn.config.state_dir, "State directory (its credentials)")->required();
   c->add_option("--name", conn.config.name, "Name shown in GetConnectors (default: host name)");
   c->add_option("--ca-file", conn.config.ca_file, "CA bundle for an https server");
+  c->add_flag("--insecure-http", conn.config.insecure_http,
+              "Allow a plain http:// server that is not on loopback (refused without it: the registration token, "
+              "this connector's secret and disk data would cross the network in clear)");
   c->add_option("--poll-interval-ms", conn.poll_ms, "Heartbeat interval; the server holds each heartbeat up to this long and answers as soon as a run or an inventory request is waiting")->capture_default_str();
   c->add_option("--threads", conn.config.threads, "Replication worker threads (default: one per core)");
   c->add_option("--max-runs", conn.config.max_runs, "Runs done at the same time")->capture_default_str();

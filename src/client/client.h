@@ -3,6 +3,9 @@
 //
 // Promises: a request that fails to connect, or gets a 5xx/429 answer, is retried with exponential backoff up to
 // `retry_for`; 4xx answers are never retried. Errors name the endpoint and what the server said.
+// Nothing is sent in clear text off the machine: a Client refuses a plain http:// endpoint whose host is not
+// loopback unless its profile says insecure_http. Every Profile wipes its copy of the secret access key from memory
+// when it goes away (auth::Credentials); configuration files are read and written without leaving copies behind.
 // A Client may be used from several threads at once (connections are pooled per thread of use).
 #pragma once
 
@@ -12,6 +15,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "auth/sigv4.h"
@@ -37,7 +41,20 @@ struct Profile {
   auth::Credentials credentials;
   std::string region = "us-east-1";
   std::string ca_file;  // PEM bundle to verify an https endpoint (empty: the system's)
+  // Allows a plain http:// endpoint on a host that is not loopback (--insecure-http): requests stay signed, but
+  // their bodies (registration tokens, a connector's new secret, disk data) cross the network in clear.
+  bool insecure_http = false;
 };
+
+// Whether `host` names the loopback interface: an address in 127.0.0.0/8 (also IPv4-mapped, ::ffff:127.x.y.z), ::1
+// (in any IPv6 spelling, with or without brackets), or the name "localhost" (in any case). Any other name, even one
+// that resolves to loopback, is not.
+bool is_loopback_host(std::string_view host);
+
+// Throws kInvalidArgument, naming the endpoint's host and --insecure-http, if `endpoint` is plain HTTP (http://, or
+// no scheme) to a host that is not loopback and `insecure` is false. https:// endpoints, and plain ones on loopback,
+// pass.
+void require_secure_endpoint(const std::string& endpoint, bool insecure);
 
 // Resolves a profile like the AWS CLI: explicit values win, then FERRY_ENDPOINT / AWS_ACCESS_KEY_ID /
 // AWS_SECRET_ACCESS_KEY / AWS_REGION / FERRY_CA_FILE, then the named profile (FERRY_PROFILE, default "default") in
@@ -62,6 +79,8 @@ struct Response {
 
 class Client {
  public:
+  // Throws kInvalidArgument for a plain-HTTP endpoint off loopback without profile.insecure_http
+  // (require_secure_endpoint).
   Client(Profile profile, std::string service = "sms");
   ~Client();
   const Profile& profile() const { return profile_; }

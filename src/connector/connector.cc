@@ -91,6 +91,7 @@ Credentials load_or_register(const Config& c) {
   Credentials creds;
   creds.profile.endpoint = c.server;
   creds.profile.ca_file = c.ca_file;
+  creds.profile.insecure_http = c.insecure_http;
   if (fs::exists(file)) {
     json j = json::parse(read_file(file));
     creds.connector_id = j.at("connectorId");

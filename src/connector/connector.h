@@ -21,6 +21,7 @@ namespace ferry::connector {
 struct Config {
   std::string server;  // http://127.0.0.1:8443
   std::string ca_file;
+  bool insecure_http = false;  // allow a plain http:// server that is not on loopback (client::Profile::insecure_http)
   std::string token;   // one-time registration token (first start only)
   std::filesystem::path state_dir;  // credentials.json lives here (0600)
   std::string name;    // shown in GetConnectors; default: host name

@@ -149,9 +149,6 @@ const std::vector<SuiteCase>& suite() {
        "host;my-header1;x-amz-date", "c5410059b04c1ee005303aed430f6e6645f61f4dc9e1461ec8f8916fdf18852c"},
       {"post-header-value-case", "POST", "/", "", {{"Host", kHost}, {"My-Header1", "VALUE1"}}, "",
        "host;my-header1;x-amz-date", "cdbc9802e29d2942e5e10b5bccfdd67c5f22c7c4e8ae67b53629efa58b974b7d"},
-      // The session token is added after signing, so it is present but not signed.
-      {"post-sts-header-after", "POST", "/", "", {{"Host", kHost}, {"X-Amz-Security-Token", kStsToken}}, "",
-       "host;x-amz-date", "5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b"},
       {"post-sts-header-before", "POST", "/", "", {{"Host", kHost}, {"X-Amz-Security-Token", kStsToken}}, "",
        "host;x-amz-date;x-amz-security-token", "85d96828115b5dc0cfc3bd16ad9e210dd772bbebba041836c64533a82be05ead"},
       {"post-vanilla-empty-query-value", "POST", "/", "Param1=value1", {{"Host", kHost}}, "", "host;x-amz-date",
@@ -689,15 +686,187 @@ TEST(SigV4, CredentialScopeMustMatchTheRequest) {
   EXPECT_NE(std::string(e.what()).find("does not match the signature you provided"), std::string::npos);
 }
 
-TEST(SigV4, HostMustBeSigned) {
-  Request r{"POST", "/", "", {{"Host", "h"}, {"Content-Type", "application/json"}}, "{}"};
+// ---------------------------------------------------------------------------------------------------------------
+// Headers the signature must cover: Host, the header the time comes from, Content-Type and every X-Amz-* header
+// sent. Each is refused, naming the header, with AWS's InvalidSignatureException, even when the signature over the
+// headers it does list is right.
+
+// A request signed over Host and Content-Type only, then given `name: value` outside the signature.
+Request signed_then_added(const std::string& name, const std::string& value) {
+  Request r{"POST", "/", "", {{"Host", "h"}, {"Content-Type", "application/x-amz-json-1.1"}}, R"({})"};
   sign(r, kSuite, "us-east-1", "sms", at("20261125T003000Z"));
-  std::string a = *r.header("authorization");
-  a.replace(a.find("host;"), 5, "");
-  r.set_header("Authorization", a);
+  r.headers.emplace_back(name, value);
+  return r;
+}
+
+void expect_must_be_signed(const Request& r, const std::string& header_as_sent) {
   AuthError e = auth_error([&] { verify(r, only(kSuite), at("20261125T003000Z")); });
-  EXPECT_EQ(e.code(), "IncompleteSignatureException");
-  EXPECT_EQ(std::string(e.what()), "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.");
+  EXPECT_EQ(e.code(), "InvalidSignatureException");
+  EXPECT_EQ(e.http_status(), 400);
+  EXPECT_EQ(std::string(e.what()), "'" + header_as_sent + "' must be a 'SignedHeader' in the AWS Authorization.");
+}
+
+// The captured GetConnectors that became CreateRegistrationToken: its signature never covered X-Amz-Target.
+TEST(SigV4, AnUnsignedTargetIsRefusedSoACapturedCallCannotBeRetargeted) {
+  Request r = signed_then_added("X-Amz-Target", "AWSServerMigrationService_V2016_10_24.GetConnectors");
+  expect_must_be_signed(r, "X-Amz-Target");
+  r.set_header("X-Amz-Target", "FerryService_V1.CreateRegistrationToken");
+  expect_must_be_signed(r, "X-Amz-Target");
+}
+
+TEST(SigV4, EveryXAmzHeaderSentMustBeSigned) {
+  for (const auto& [name, value] : std::vector<std::pair<std::string, std::string>>{
+           {"x-amz-meta-owner", "someone"},
+           {"X-AMZ-USER-AGENT", "aws-sdk-js/3.523.0"},
+           // ferry has no session tokens; S3 refuses an unsigned one too (other services accept one added after
+           // signing, the AWS suite's post-sts-header-after case).
+           {"X-Amz-Security-Token", kStsToken}}) {
+    SCOPED_TRACE(name);
+    expect_must_be_signed(signed_then_added(name, value), name);
+  }
+  // x-amzn-* is not x-amz-*: the SDKs leave X-Amzn-Trace-Id unsigned.
+  EXPECT_NO_THROW(verify(signed_then_added("X-Amzn-Trace-Id", "Root=1-5759e988-bd862e3fe1be46a994272793"),
+                         only(kSuite), at("20261125T003000Z")));
+}
+
+TEST(SigV4, HostContentTypeDateAndPayloadHashMustBeSigned) {
+  const std::string tail = " must be a 'SignedHeader' in the AWS Authorization.";
+  for (const auto& [removed, message] : std::vector<std::pair<std::string, std::string>>{
+           {"host;", "'Host' or ':authority'" + tail},
+           {"content-type;", "'Content-Type'" + tail},
+           {"x-amz-content-sha256;", "'X-Amz-Content-Sha256'" + tail},
+           {"x-amz-date;", "'X-Amz-Date'" + tail}}) {
+    SCOPED_TRACE(removed);
+    SignedCall call;
+    std::string a = *call.request.header("authorization");
+    a.erase(a.find(removed), removed.size());
+    call.request.set_header("Authorization", a);
+    AuthError e = auth_error([&] { verify(call.request, only(kSuite), call.when); });
+    EXPECT_EQ(e.code(), "InvalidSignatureException");
+    EXPECT_EQ(e.http_status(), 400);
+    EXPECT_EQ(std::string(e.what()), message);
+  }
+}
+
+// The Date header must be signed when the time comes from it; beside a signed X-Amz-Date it may travel unsigned
+// (the HTTP layer may add it), as in AWS's S3 PUT Object example above, which signs both.
+TEST(SigV4, TheDateHeaderMustBeSignedWhenItGivesTheTime) {
+  Request r{"GET",
+            "/",
+            "foo=Zoo&foo=aha",
+            {{"Date", "Mon, 09 Sep 2011 23:36:00 GMT"},
+             {"Host", "host.foo.com"},
+             {"Authorization",
+              "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20110909/us-east-1/host/aws4_request, "
+              "SignedHeaders=host, "
+              "Signature=be7148d34ebccdc6423b19085378aa0bee970bdc61d144bd1a8c48c33079ab09"}},
+            ""};
+  AuthError e = auth_error([&] { verify(r, only(kSuite), at("20110909T233600Z")); });
+  EXPECT_EQ(e.code(), "InvalidSignatureException");
+  EXPECT_EQ(std::string(e.what()), "'Date' must be a 'SignedHeader' in the AWS Authorization.");
+
+  SignedCall call;  // signed with X-Amz-Date
+  call.request.headers.emplace_back("Date", "Wed, 25 Nov 2026 00:30:00 GMT");
+  EXPECT_NO_THROW(verify(call.request, only(kSuite), call.when));
+}
+
+// Headers outside that class may be sent unsigned, as the SDKs and the AWS CLI send them.
+TEST(SigV4, OtherHeadersMayBeUnsigned) {
+  for (const auto& [name, value] : std::vector<std::pair<std::string, std::string>>{
+           {"User-Agent", "aws-cli/1.45.11"},
+           {"amz-sdk-invocation-id", "8f7ea211-7ade-42e8-b0df-6f750599da30"},
+           {"Content-Length", "2"},
+           {"Accept-Encoding", "identity"}}) {
+    SCOPED_TRACE(name);
+    EXPECT_NO_THROW(verify(signed_then_added(name, value), only(kSuite), at("20261125T003000Z")));
+  }
+}
+
+// Requests signed by botocore's SigV4Auth (the AWS CLI's signer; botocore 1.43.11, service "sms", us-east-1,
+// 2026-11-26T00:38:18Z) in the shape the CLI sends a JSON 1.1 call: it signs Content-Type, Host, X-Amz-Date and
+// X-Amz-Target, sends no X-Amz-Content-Sha256, and adds User-Agent, amz-sdk-invocation-id, amz-sdk-request and
+// Content-Length unsigned.
+TEST(SigV4, VerifiesRequestsShapedAsTheAwsCliSendsThem) {
+  auto cli_request = [](const std::string& target, const std::string& body, const std::string& signature) {
+    Request r{"POST",
+              "/",
+              "",
+              {{"X-Amz-Target", "AWSServerMigrationService_V2016_10_24." + target},
+               {"Content-Type", "application/x-amz-json-1.1"},
+               {"User-Agent", "aws-cli/1.45.11"},
+               {"X-Amz-Date", "20261126T003818Z"},
+               {"Authorization",
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261126/us-east-1/sms/aws4_request, "
+                "SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=" +
+                    signature},
+               {"amz-sdk-invocation-id", "8f7ea211-7ade-42e8-b0df-6f750599da30"},
+               {"amz-sdk-request", "attempt=1"},
+               {"Content-Length", std::to_string(body.size())},
+               {"Host", "127.0.0.1:8443"}},
+              ""};
+    return std::pair{r, body};
+  };
+  auto options = [] {
+    VerifyOptions o;
+    o.service = "sms";
+    return o;
+  }();
+  for (auto [r, body] : {cli_request("GetServers", R"({"maxResults": 5})",
+                                     "11fbebd9a782dc47aebe69fe705b183e5a475d6a0b4a445df9dec46e1602d64f"),
+                         cli_request("CreateReplicationJob", R"({"serverId": "s-12345678", "seedReplicationTime": 1795564800})",
+                                     "e5835cf8e1df5c1732a37be802ee0f46484df082c8b95b9ec699e8845e2485f4")}) {
+    SCOPED_TRACE(*r.header("x-amz-target"));
+    r.body = body;
+    Verified v;
+    ASSERT_NO_THROW(v = verify(r, only(kSuite), at("20261126T003818Z"), options));
+    EXPECT_EQ(v.service, "sms");
+    r.set_header("X-Amz-Target", "FerryService_V1.CreateRegistrationToken");  // signed: a mismatch
+    expect_mismatch(r, only(kSuite), at("20261126T003818Z"));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The credential scope's service
+
+TEST(SigV4, TheScopeMustNameTheServiceTheVerifierExpects) {
+  SignedCall call;  // scoped to sms
+  VerifyOptions connector;
+  connector.service = "ferry-connector";
+  AuthError e = auth_error([&] { verify(call.request, only(kSuite), call.when, connector); });
+  EXPECT_EQ(e.code(), "InvalidSignatureException");
+  EXPECT_EQ(e.http_status(), 400);
+  EXPECT_EQ(std::string(e.what()), "Credential should be scoped to correct service: 'ferry-connector'.");
+
+  VerifyOptions sms;
+  sms.service = "sms";
+  EXPECT_EQ(verify(call.request, only(kSuite), call.when, sms).service, "sms");
+  EXPECT_EQ(verify(call.request, only(kSuite), call.when).service, "sms");  // no service asked: any
+
+  // The case counts, as it does in AWS's scope check: "SMS" is another service.
+  Request upper;
+  upper.method = "POST";
+  upper.headers = {{"Host", "h"}};
+  sign(upper, kSuite, "us-east-1", "SMS", call.when);
+  e = auth_error([&] { verify(upper, only(kSuite), call.when, sms); });
+  EXPECT_EQ(std::string(e.what()), "Credential should be scoped to correct service: 'sms'.");
+}
+
+// AWS lists every fault of the scope in one message, region, service, terminator, then date.
+TEST(SigV4, EveryFaultOfTheScopeIsNamedAtOnce) {
+  SignedCall call;
+  std::string a = *call.request.header("authorization");
+  a.replace(a.find("20261125/us-east-1/sms/aws4_request"), 35, "20261124//other/aws5_request");
+  call.request.set_header("Authorization", a);
+  VerifyOptions sms;
+  sms.service = "sms";
+  AuthError e = auth_error([&] { verify(call.request, only(kSuite), call.when, sms); });
+  EXPECT_EQ(e.code(), "InvalidSignatureException");
+  EXPECT_EQ(std::string(e.what()),
+            "Credential should be scoped to a valid region, not ''. "
+            "Credential should be scoped to correct service: 'sms'. "
+            "Credential should be scoped with a valid terminator: 'aws4_request', not 'aws5_request'. "
+            "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '20261124' != "
+            "'20261125', from '20261125T003000Z'.");
 }
 
 // ---------------------------------------------------------------------------------------------------------------

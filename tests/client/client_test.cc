@@ -1,5 +1,6 @@
 // client::resolve_profile: where endpoint, key and region come from, as in the AWS CLI (flags, then the environment,
-// then the profile in the config file), with a real config file written by save_profile.
+// then the profile in the config file), with a real config file written by save_profile; and the refusal of plain
+// HTTP to anything but loopback.
 #include "client/client.h"
 
 #include <gtest/gtest.h>
@@ -90,6 +91,58 @@ TEST_F(ProfileTest, AMissingProfileOrKeyIsNamed) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("no access key"), std::string::npos) << e.what();
   }
+}
+
+TEST_F(ProfileTest, InsecureHttpComesFromTheCaller) {
+  auto flags = none();
+  EXPECT_FALSE(client::resolve_profile("demo", flags).insecure_http);
+  flags.insecure_http = true;
+  EXPECT_TRUE(client::resolve_profile("demo", flags).insecure_http);
+}
+
+TEST(Loopback, OnlyTheLoopbackInterfaceIsLoopback) {
+  for (const char* host : {"127.0.0.1", "127.255.255.254", "127.0.1.1", "::1", "[::1]", "0:0:0:0:0:0:0:1",
+                           "::ffff:127.0.0.1", "[::ffff:127.9.9.9]", "localhost", "LocalHost"})
+    EXPECT_TRUE(client::is_loopback_host(host)) << host;
+  for (const char* host : {"", "0.0.0.0", "::", "[::]", "128.0.0.1", "126.255.255.255", "192.0.2.1", "10.0.0.1",
+                           "fd00::2", "::ffff:10.0.0.1", "::2", "localhost.example.com", "127.0.0.1.example.com",
+                           "my-localhost", "127.1", "[127.0.0.1]", "ferry.example.com"})
+    EXPECT_FALSE(client::is_loopback_host(host)) << host;
+}
+
+// Plain HTTP would carry registration tokens, a connector's new secret and disk data in clear text: a Client
+// refuses it to any host but loopback, unless the profile says insecure_http (--insecure-http).
+TEST(Loopback, AClientRefusesPlainHttpOffLoopback) {
+  auto profile = [](const std::string& endpoint, bool insecure = false) {
+    client::Profile p;
+    p.endpoint = endpoint;
+    p.credentials = {"AKIDEXAMPLE", "secret"};
+    p.insecure_http = insecure;
+    return p;
+  };
+  for (const auto& [endpoint, host] : std::vector<std::pair<std::string, std::string>>{
+           {"http://192.0.2.1:8443", "192.0.2.1"},
+           {"HTTP://ferry.example.com", "ferry.example.com"},
+           {"ferry.example.com:8443", "ferry.example.com"},  // no scheme: httplib speaks plain HTTP
+           {"http://[fd00::2]:8443/", "[fd00::2]"},
+           {"http://127.0.0.1@192.0.2.1:8443", "192.0.2.1"},  // the host is after the user info
+           {"http://0.0.0.0:8443", "0.0.0.0"}}) {
+    SCOPED_TRACE(endpoint);
+    try {
+      client::Client c(profile(endpoint));
+      ADD_FAILURE() << "plain HTTP to " << endpoint << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kInvalidArgument);
+      std::string what = e.what();
+      EXPECT_NE(what.find("refusing plain HTTP to " + endpoint), std::string::npos) << what;
+      EXPECT_NE(what.find("'" + host + "' is not a loopback address"), std::string::npos) << what;
+      EXPECT_NE(what.find("--insecure-http"), std::string::npos) << what;
+    }
+    EXPECT_NO_THROW(client::Client(profile(endpoint, true)));
+  }
+  for (const char* endpoint : {"http://127.0.0.1:8443", "http://127.3.4.5:1", "http://[::1]:8443", "http://localhost:8443",
+                               "127.0.0.1:8443", "https://ferry.example.com:8443", "HTTPS://192.0.2.1"})
+    EXPECT_NO_THROW(client::Client(profile(endpoint))) << endpoint;
 }
 
 }  // namespace

@@ -275,7 +275,7 @@ TEST(ServiceE2E, UnsignedObjectUploadFromAnUnknownKeyIsRefusedBeforeItsBody) {
     std::string request = "PUT /connector/v1/runs/r-1/" + object + " HTTP/1.1\r\nHost: 127.0.0.1\r\nx-amz-date: " + amz_date +
                           "\r\nX-Ferry-Disk: d\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\nAuthorization: AWS4-HMAC-SHA256 "
                           "Credential=AKIANOBODY0000000000/" + std::string(day) +
-                          "/us-east-1/sms/aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=" + std::string(64, '0') +
+                          "/us-east-1/ferry-connector/aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=" + std::string(64, '0') +
                           "\r\nContent-Length: 16777216\r\n\r\n";
     ASSERT_EQ(::send(fd, request.data(), request.size(), MSG_NOSIGNAL), static_cast<ssize_t>(request.size()));
     pollfd pfd{fd, POLLIN, 0};

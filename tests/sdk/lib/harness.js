@@ -163,7 +163,7 @@ export async function makeInventory(root, names = Object.keys(VMS)) {
 
 // --- Processes ---
 
-class Process {
+export class Process {
   constructor(name, args, logFile, env) {
     this.name = name;
     this.logFile = logFile;
