@@ -264,6 +264,11 @@ TEST(Adversarial, DisassociatingTheConnectorFailsItsRunWithTheReason) {
   std::string job = d.admin().create_job(d.server_of(big));
   std::string run = d.admin().start_run(job);
   ASSERT_TRUE(e2e::wait_for([&] { return d.admin().run_of(job, run).value("state", "") == "ACTIVE"; }, 60s));
+  // Deleting the server catalog under a live job is refused, naming why; the run goes on.
+  CliResult del = d.admin().run({"servers", "delete-catalog"});
+  EXPECT_EQ(del.exit_code, 1);
+  EXPECT_TRUE(contains(del.err, "OperationNotPermittedException")) << del.err;
+  EXPECT_EQ(d.admin().run_of(job, run)["state"], "ACTIVE");
   ASSERT_EQ(d.admin().run({"connectors", "disassociate", d.connector_id}).exit_code, 0);
   json r = d.admin().run_of(job, run);
   EXPECT_EQ(r["state"], "FAILED") << r.dump(2);
