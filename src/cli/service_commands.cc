@@ -66,6 +66,8 @@ struct ServerArgs {
   int pending_timeout = 3600;
   int max_failures = 3;
   std::string verify = "authenticate";
+  size_t max_connections_per_address = api::ListenOptions{}.max_connections_per_address;
+  size_t pack_buffer_mib = api::ListenOptions{}.pack_buffer_bytes >> 20;
   std::string profile;  // init: also save the admin key as this profile
   std::string endpoint; // init: endpoint to save in the profile
   std::string ca_file;  // init: CA bundle to save in the profile
@@ -118,7 +120,7 @@ int server_run(const ServerArgs& a) {
   if (a.verify == "full") config.verify = store::Repository::Verify::kFull;
   else if (a.verify != "authenticate") fail(ErrorKind::kInvalidArgument, "--verify-uploads must be 'authenticate' or 'full'");
   service::Service svc(config);
-  api::HttpServer http(svc, {a.listen, a.tls_cert, a.tls_key});
+  api::HttpServer http(svc, {a.listen, a.tls_cert, a.tls_key, a.max_connections_per_address, a.pack_buffer_mib << 20});
   std::string url = http.bind();
   if (!a.address_file.empty()) write_file_atomic(a.address_file, url + "\n");
   svc.start_scheduler();
@@ -181,6 +183,13 @@ void add_service_commands(CLI::App& app, std::function<int()>& action) {
   s->add_option("--pending-timeout", server.pending_timeout, "Seconds a run may wait for a connector")->capture_default_str();
   s->add_option("--max-failures", server.max_failures, "Consecutive failed runs before a job is PAUSED_ON_FAILURE")->capture_default_str();
   s->add_option("--verify-uploads", server.verify, "authenticate (every blob's GCM tag) or full (also decompress and rehash)")->capture_default_str();
+  s->add_option("--max-connections-per-address", server.max_connections_per_address,
+                "Connections one client address (IPv6: /64) may hold; raise it for many connector hosts behind one NAT address")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20))
+      ->capture_default_str();
+  s->add_option("--pack-buffer-mib", server.pack_buffer_mib, "Memory for pack uploads being received (MiB; at least the largest pack)")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20))
+      ->capture_default_str();
   s->callback([s, &action] {
     if (s->get_subcommands().empty()) action = [] { return server_run(server); };
   });
