@@ -34,3 +34,12 @@ target_link_libraries(api_http_test PRIVATE Boost::headers OpenSSL::SSL)
 # The standing adversarial suite: one test (or more) per class of defect a hostile user found (docs/security.md).
 ferry_test(e2e_adversarial_test e2e/adversarial_test.cc e2e/service.cc e2e/cli.cc)
 target_link_libraries(e2e_adversarial_test PRIVATE ferry_client)
+ferry_unit_test(api_buffer_pool_test ferry_api api/buffer_pool_test.cc)
+# A flood of over a thousand slow connections against a real server: run alone, so that the machine's other tests
+# neither slow its liveness probes nor share its connection limits.
+add_executable(e2e_flood_test e2e/flood_test.cc e2e/service.cc e2e/cli.cc)
+target_link_libraries(e2e_flood_test PRIVATE ferry_testfixtures ferry_client GTest::gtest_main nlohmann_json::nlohmann_json OpenSSL::Crypto)
+target_compile_definitions(e2e_flood_test PRIVATE FERRY_BINARY="$<TARGET_FILE:ferry>")
+add_dependencies(e2e_flood_test ferry)
+add_test(NAME e2e_flood_test COMMAND e2e_flood_test)
+set_tests_properties(e2e_flood_test PROPERTIES RUN_SERIAL TRUE TIMEOUT 600)

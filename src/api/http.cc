@@ -10,6 +10,7 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core/buffers_prefix.hpp>
+#include <boost/beast/core/buffers_range.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 #include <condition_variable>
@@ -18,6 +19,7 @@
 #include <mutex>
 #include <optional>
 #include <regex>
+#include <sstream>
 #include <strings.h>
 #include <thread>
 
@@ -37,6 +39,7 @@ namespace {
 bool iequals(std::string_view a, std::string_view b) { return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0; }
 std::string str(beast::string_view s) { return std::string(s.data(), s.size()); }
 int64_t now_ns() { return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count(); }
+int64_t ns(std::chrono::nanoseconds t) { return t.count(); }
 constexpr int64_t kNever = INT64_MAX;
 
 // A malformed message (Beast's parser said so), as opposed to an I/O error or the peer going away.
@@ -47,28 +50,60 @@ bool is_parse_error(const beast::error_code& ec) {
 
 std::string too_large(size_t limit) { return "request body larger than " + std::to_string(limit) + " bytes"; }
 
-// What the watchdog knows of a connection: its socket, when it must have made progress by, and whether it is
-// between requests (stop() closes those at once). `cut` (under Impl::mu) is set when the socket was shut down: a
-// request read after that is dropped, since its answer could not be written (a client would retry a call that ran).
+// The address a client's connections are counted under: an IPv4 address (also when it comes IPv4-mapped), or the
+// /64 prefix of an IPv6 one (one host's share: a single machine usually holds a whole /64).
+std::string address_key(const asio::ip::address& a) {
+  if (!a.is_v6()) return a.to_string();
+  auto v6 = a.to_v6();
+  if (v6.is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, v6).to_string();
+  auto bytes = v6.to_bytes();
+  std::fill(bytes.begin() + 8, bytes.end(), 0);
+  return asio::ip::address_v6(bytes).to_string() + "/64";
+}
+
+// What the watchdog and the accept loop know of a connection: its socket, when it must have made progress by, and
+// whether it is waiting for a request's headers (the TLS handshake included) and since when: those are the ones
+// shed to make room, oldest first, and closed at once by stop(). `cut` (under Impl::mu) is set when the socket was
+// shut down: a request read after that is dropped, since its answer could not be written (a client would retry a
+// call that ran).
 struct Watch {
   int fd = -1;
+  std::string address;  // address_key() of the peer
   std::atomic<int64_t> deadline{kNever};
-  std::atomic<int64_t> cap{kNever};  // no re-arming past this (a request's headers must all arrive by then)
-  std::atomic<bool> idle{true};
+  std::atomic<bool> awaiting{true};
+  std::atomic<int64_t> since{0};
   bool cut = false;
 };
 
 // A stream that pushes its connection's deadline forward on every read and write that moves data, so a timeout
 // means "no progress for that long", however large the body (Beast's synchronous I/O has no timeouts of its own).
+// The deadline never passes `cap` (a request's headers must all arrive by then), and while a body is read it also
+// never passes the time by which the bytes read so far meet the minimum rate.
 template <class Next>
 class Watched {
  public:
   Watched(Next& next, Watch& watch) : next_(next), watch_(watch) {}
-  void timeout(std::chrono::seconds t) {
-    timeout_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(t).count();
+  void timeout(std::chrono::nanoseconds t, int64_t cap = kNever) {
+    timeout_ns_ = ns(t);
+    cap_ = cap;
+    rate_ = 0;
     arm();
   }
-  void arm() { watch_.deadline.store(std::min(now_ns() + timeout_ns_, watch_.cap.load())); }
+  // Until the next timeout(): a body is being read, at `rate` bytes/s or more on average once `grace` has passed.
+  void body_clock(size_t rate, std::chrono::seconds grace) {
+    rate_ = rate;
+    rate_base_ = now_ns() + ns(grace);
+    body_bytes_ = 0;
+    arm();
+  }
+  void arm() {
+    int64_t deadline = std::min(now_ns() + timeout_ns_, cap_);
+    if (rate_) {
+      double earned = static_cast<double>(body_bytes_) / static_cast<double>(rate_) * 1e9;  // ns of credit
+      if (earned < static_cast<double>(kNever - rate_base_)) deadline = std::min(deadline, rate_base_ + static_cast<int64_t>(earned));
+    }
+    watch_.deadline.store(deadline);
+  }
   void disarm() { watch_.deadline.store(kNever); }
 
   template <class Buffers>
@@ -81,7 +116,10 @@ class Watched {
   template <class Buffers>
   size_t read_some(const Buffers& b, beast::error_code& ec) {
     size_t n = next_.read_some(b, ec);
-    if (n) arm();
+    if (n) {
+      body_bytes_ += n;
+      arm();
+    }
     return n;
   }
   template <class Buffers>
@@ -104,6 +142,112 @@ class Watched {
   Next& next_;
   Watch& watch_;
   int64_t timeout_ns_ = 0;
+  int64_t cap_ = kNever;
+  size_t rate_ = 0;  // 0: no body clock
+  int64_t rate_base_ = 0;
+  uint64_t body_bytes_ = 0;
+};
+
+// The bytes of unauthenticated bodies held at once, against ServerOptions::unauthenticated_body_budget.
+class Budget {
+ public:
+  void set_limit(size_t limit) { limit_ = limit; }
+  bool take(size_t n) {
+    size_t used = used_.load();
+    do {
+      if (n > limit_ - used) return false;
+    } while (!used_.compare_exchange_weak(used, used + n));
+    return true;
+  }
+  void give(size_t n) { used_ -= n; }
+
+ private:
+  size_t limit_ = 0;
+  std::atomic<size_t> used_{0};
+};
+
+// One request's share of the budget, given back when the request has been answered.
+struct Charge {
+  Budget* budget = nullptr;  // null: not charged (authenticated by its headers)
+  size_t taken = 0;
+  bool exceeded = false;
+  bool take(size_t n) {
+    if (!budget) return true;
+    if (!budget->take(n)) return !(exceeded = true);
+    taken += n;
+    return true;
+  }
+  Charge() = default;
+  Charge(const Charge&) = delete;
+  Charge& operator=(const Charge&) = delete;
+  ~Charge() {
+    if (budget) budget->give(taken);
+  }
+};
+
+// A Beast body read into a string as its bytes arrive: nothing is reserved from Content-Length (Beast's string_body
+// reserves it all up front, so announcing a size was enough to make the server take that much memory), and each
+// piece is charged to the request's Charge first.
+struct ArrivingBody {
+  struct value_type {
+    std::string data;
+    Charge* charge = nullptr;
+  };
+  class reader {
+   public:
+    template <bool isRequest, class Fields>
+    reader(bhttp::header<isRequest, Fields>&, value_type& body) : body_(body) {}
+    void init(const boost::optional<std::uint64_t>&, beast::error_code& ec) { ec = {}; }
+    template <class Buffers>
+    size_t put(const Buffers& buffers, beast::error_code& ec) {
+      size_t n = asio::buffer_size(buffers);
+      if (body_.charge && !body_.charge->take(n)) {
+        ec = asio::error::no_buffer_space;
+        return 0;
+      }
+      size_t at = body_.data.size();
+      body_.data.resize(at + n);  // grows geometrically: amortised, and never more than twice what arrived
+      ec = {};
+      return asio::buffer_copy(asio::buffer(body_.data.data() + at, n), buffers);
+    }
+    void finish(beast::error_code& ec) { ec = {}; }
+
+   private:
+    value_type& body_;
+  };
+};
+
+// An in-memory connection for serve_bytes(): reads the input in pieces of at most `piece` bytes, then end of
+// stream; keeps what is written.
+class MemoryStream {
+ public:
+  MemoryStream(std::string_view in, size_t piece) : in_(in), piece_(piece ? piece : SIZE_MAX) {}
+  template <class Buffers>
+  size_t read_some(const Buffers& b, beast::error_code& ec) {
+    if (in_.empty()) {
+      ec = asio::error::eof;
+      return 0;
+    }
+    ec = {};
+    size_t n = asio::buffer_copy(b, asio::buffer(in_.data(), std::min(in_.size(), piece_)));
+    in_.remove_prefix(n);
+    return n;
+  }
+  template <class Buffers>
+  size_t write_some(const Buffers& b, beast::error_code& ec) {
+    ec = {};
+    size_t n = 0;
+    for (auto piece : beast::buffers_range_ref(b)) {
+      out.append(static_cast<const char*>(piece.data()), piece.size());
+      n += piece.size();
+    }
+    return n;
+  }
+  std::string out;
+
+ private:
+  std::string_view in_;
+  size_t piece_;
 };
 
 struct Route {
@@ -112,9 +256,8 @@ struct Route {
   Handler handler;
   StreamHandler stream;
   size_t max_body;
+  Admit admit;
 };
-
-int64_t ns(std::chrono::seconds t) { return std::chrono::duration_cast<std::chrono::nanoseconds>(t).count(); }
 
 }  // namespace
 
@@ -144,15 +287,19 @@ struct Server::Impl {
   std::optional<asio::ssl::context> tls;
   tcp::acceptor acceptor{io};
   std::vector<Route> routes;
+  size_t max_route_body = 0;  // the largest route limit: a Content-Length over it is refused with the headers
+  Budget budget;
 
   std::mutex mu;
   std::condition_variable cv;
   std::map<uint64_t, std::shared_ptr<Watch>> watches;
+  std::map<std::string, size_t> per_address;  // connections open per address_key()
   uint64_t next_id = 0;
   size_t active = 0;  // connection threads alive
   bool serving = false;   // serve() is running
   bool watching = false;  // the watchdog runs
   std::atomic<bool> stopping{false};
+  uint64_t shed = 0, turned_away = 0;  // since the watchdog last reported them
 
   const Route* find(const std::string& method, const std::string& path, std::vector<std::string>& matches) const {
     std::smatch m;
@@ -164,10 +311,13 @@ struct Server::Impl {
     return nullptr;
   }
 
-  void plain_answer(Response& res, int status, const std::string& message) {
+  // The transport's own refusals, worded by ServerOptions::refusal; 503 also says when to retry.
+  void refusal(Response& res, int status, const std::string& message) {
     res = Response{};
     res.status = status;
-    res.set_content(message + "\n", "text/plain");
+    if (options.refusal) options.refusal(res, status, message);
+    else res.set_content(message + "\n", "text/plain");
+    if (status == 503) res.set_header("Retry-After", "1");
   }
 
   // Serves requests on one connection until it closes, times out, fails, or the server stops.
@@ -176,25 +326,24 @@ struct Server::Impl {
     Watched<Stream> s(stream, watch);
     beast::flat_buffer buf;
     for (;;) {
-      watch.idle = true;
+      watch.since = now_ns();
+      watch.awaiting = true;
       if (stopping) return;
-      // However slowly they trickle in, a request's headers must have arrived within this (besides each byte
-      // coming within idle_timeout of the last).
-      watch.cap = now_ns() + ns(options.idle_timeout + options.read_timeout);
-      s.timeout(options.idle_timeout);
+      // However slowly they trickle in, a request's headers must have arrived within header_timeout (besides each
+      // byte coming within idle_timeout of the last).
+      s.timeout(options.idle_timeout, watch.since + ns(options.header_timeout));
       bhttp::request_parser<bhttp::empty_body> head;
-      head.header_limit(64 * 1024);
-      head.body_limit(options.max_body);
+      head.header_limit(static_cast<uint32_t>(std::min<size_t>(options.max_header, UINT32_MAX)));
+      head.body_limit(max_route_body);
       beast::error_code ec;
       bhttp::read_header(s, buf, head, ec);
       {
         std::lock_guard lock(mu);
-        if (watch.cut) return;  // shut down meanwhile (stop, idle timeout): the answer could not be written
-        watch.idle = false;
+        if (watch.cut) return;  // shut down meanwhile (stop, timeout, shed): the answer could not be written
+        watch.awaiting = false;
       }
-      watch.cap = kNever;
       if (ec) {
-        if (ec == bhttp::error::body_limit) refuse(s, 11, 413, too_large(options.max_body));
+        if (ec == bhttp::error::body_limit) refuse(s, 11, 413, too_large(max_route_body));
         else if (is_parse_error(ec)) refuse(s, 11, ec == bhttp::error::header_limit ? 431 : 400, "bad HTTP request: " + ec.message());
         return;
       }
@@ -214,52 +363,69 @@ struct Server::Impl {
       unsigned version = h.version();
       bool head_method = h.method() == bhttp::verb::head;
       bool expects_continue = version >= 11 && iequals(str(h[bhttp::field::expect]), "100-continue");
-      const Route* route = find(req.method, req.path, req.matches);
       bool body_done = head.is_done();
       Response res;
+      Charge charge;  // declared before the body it pays for; given back once the answer is written
       try {
-        if (!route) {
-          plain_answer(res, 404, "no such resource: " + req.method + " " + req.path);
+        // libstdc++'s regex matcher recurses per character: a path of tens of KiB overflows a thread's stack.
+        const Route* route = req.path.size() > options.max_path ? nullptr : find(req.method, req.path, req.matches);
+        Admission admission = Admission::kRefused;
+        if (req.path.size() > options.max_path) {
+          refusal(res, 414, "request path longer than " + std::to_string(options.max_path) + " bytes");
+        } else if (!route) {
+          refusal(res, 404, "no such resource: " + req.method + " " + req.path);
         } else if (req.has_content_length && req.content_length > route->max_body) {
-          plain_answer(res, 413, too_large(route->max_body));
+          refusal(res, 413, too_large(route->max_body));
+        } else if (route->stream && !req.has_content_length) {
+          refusal(res, 411, req.method + " " + req.path + " needs a Content-Length header");
+        } else {
+          admission = route->admit ? route->admit(req, res) : Admission::kUnauthenticated;
+        }
+        if (admission == Admission::kUnauthenticated) charge.budget = &budget;
+        if (admission == Admission::kRefused) {
+          // answered above or by the hook; the body, if any, is not read
         } else if (route->stream) {
-          if (!req.has_content_length) {
-            plain_answer(res, 411, req.method + " " + req.path + " needs a Content-Length header");
-          } else {
-            uint64_t left = req.content_length;
-            bool continued = !expects_continue || body_done;
-            BodyReader reader = [&](char* dst, size_t n) {
-              if (n > left) return false;
-              if (!continued) {
-                write_continue(s, version);  // the handler wants the body: let the client send it
-                continued = true;
-              }
-              // Bytes that came in with the headers first, then straight from the socket into dst, each read
-              // taking whatever has arrived.
-              size_t got = std::min(n, buf.size());
-              asio::buffer_copy(asio::buffer(dst, got), buf.data());
-              buf.consume(got);
-              beast::error_code rec;
-              while (got < n && !rec) got += s.read_some(asio::buffer(dst + got, n - got), rec);
-              left -= got;
-              if (left == 0) s.disarm();  // the handler may take its time (verify, fsync); the answer re-arms
-              return got == n;
-            };
-            route->stream(req, res, reader);
-            body_done = left == 0;
-          }
+          uint64_t left = req.content_length;
+          bool continued = !expects_continue || body_done, clocked = false;
+          BodyReader reader = [&](char* dst, size_t n) {
+            if (n > left) return false;
+            if (!continued) {
+              write_continue(s, version);  // the handler wants the body: let the client send it
+              continued = true;
+            }
+            if (!clocked) {
+              s.body_clock(options.min_body_rate, options.body_grace);
+              clocked = true;
+            }
+            // Bytes that came in with the headers first, then straight from the socket into dst, each read
+            // taking whatever has arrived.
+            size_t got = std::min(n, buf.size());
+            asio::buffer_copy(asio::buffer(dst, got), buf.data());
+            buf.consume(got);
+            beast::error_code rec;
+            while (got < n && !rec) got += s.read_some(asio::buffer(dst + got, n - got), rec);
+            left -= got;
+            if (left == 0) s.disarm();  // the handler may take its time (verify, fsync); the answer re-arms
+            return got == n;
+          };
+          route->stream(req, res, reader);
+          body_done = left == 0;
         } else {
           if (!body_done) {
             if (expects_continue) write_continue(s, version);
-            bhttp::request_parser<bhttp::string_body> full(std::move(head));
+            bhttp::request_parser<ArrivingBody> full(std::move(head));
             full.body_limit(route->max_body);
+            full.get().body().charge = &charge;
+            s.body_clock(options.min_body_rate, options.body_grace);
             bhttp::read(s, buf, full, ec);
             if (ec) {
-              if (ec == bhttp::error::body_limit) refuse(s, version, 413, too_large(route->max_body));
+              if (charge.exceeded)
+                refuse(s, version, 503, "too many request bodies are being received from clients not yet authenticated; retry");
+              else if (ec == bhttp::error::body_limit) refuse(s, version, 413, too_large(route->max_body));
               else if (is_parse_error(ec)) refuse(s, version, 400, "bad HTTP request body: " + ec.message());
               return;
             }
-            req.body = std::move(full.get().body());
+            req.body = std::move(full.get().body().data);
             body_done = true;
           }
           s.disarm();  // a handler may block (a held heartbeat); the answer re-arms
@@ -267,7 +433,14 @@ struct Server::Impl {
         }
       } catch (const std::exception& e) {
         spdlog::error("{} {}: {}", req.method, req.path, e.what());
-        plain_answer(res, 500, std::string("internal error: ") + e.what());
+        res = Response{};
+        res.status = 500;
+        res.set_content(std::string("internal error: ") + e.what() + "\n", "text/plain");
+      } catch (...) {
+        spdlog::error("{} {}: an exception of unknown type", req.method, req.path);
+        res = Response{};
+        res.status = 500;
+        res.set_content("internal error\n", "text/plain");
       }
       s.timeout(options.read_timeout);
       keep = keep && body_done && !stopping && !head_method;
@@ -279,8 +452,7 @@ struct Server::Impl {
     }
   }
 
-  template <class S>
-  bool write(S& s, Response& res, unsigned version, bool keep, bool head_method) {
+  bhttp::response<bhttp::string_body> message(Response& res, unsigned version, bool keep) {
     if (options.finish) options.finish(res);
     bhttp::response<bhttp::string_body> r;
     r.version(version);
@@ -291,6 +463,12 @@ struct Server::Impl {
     if (keep) r.set("Keep-Alive", "timeout=" + std::to_string(options.idle_timeout.count()));
     r.body() = std::move(res.body);
     r.prepare_payload();
+    return r;
+  }
+
+  template <class S>
+  bool write(S& s, Response& res, unsigned version, bool keep, bool head_method) {
+    auto r = message(res, version, keep);
     beast::error_code ec;
     if (head_method) {
       bhttp::response_serializer<bhttp::string_body> sr(r);
@@ -303,9 +481,9 @@ struct Server::Impl {
 
   // Answers with an error and closes: the rest of the request cannot be read as HTTP, or will not be read.
   template <class S>
-  void refuse(S& s, unsigned version, int status, const std::string& message) {
+  void refuse(S& s, unsigned version, int status, const std::string& text) {
     Response res;
-    plain_answer(res, status, message);
+    refusal(res, status, text);
     write(s, res, version, false, false);
     linger(s);
   }
@@ -317,37 +495,44 @@ struct Server::Impl {
     bhttp::write(s, c, ec);
   }
 
-  // Before closing with part of a request body unread: read and drop what the client still sends, for a short while,
-  // so the close is a FIN after our answer rather than a reset that could make the client lose the answer.
+  // Before closing with part of a request body unread: read and drop what the client still sends, for two seconds at
+  // most (however it trickles), so the close is a FIN after our answer rather than a reset that could make the client
+  // lose the answer.
   template <class S>
   void linger(S& s) {
-    s.timeout(std::chrono::seconds(2));
+    s.timeout(std::chrono::seconds(2), now_ns() + ns(std::chrono::seconds(2)));
     std::vector<char> scratch(64 * 1024);
     beast::error_code ec;
     size_t drained = 0;
     while (!ec && drained < (size_t{16} << 20)) drained += s.read_some(asio::buffer(scratch), ec);
   }
 
+  // Takes a connection out of the watchdog's table and its address's count.
+  void forget(uint64_t id) {
+    std::lock_guard lock(mu);
+    auto it = watches.find(id);
+    if (it == watches.end()) return;
+    auto from = per_address.find(it->second->address);
+    if (from != per_address.end() && --from->second == 0) per_address.erase(from);
+    watches.erase(it);
+  }
+
   // Unregistered before the socket closes, so the watchdog never shuts down a descriptor number reused by another.
   struct Unregister {
     Impl& impl;
     uint64_t id;
-    ~Unregister() {
-      std::lock_guard lock(impl.mu);
-      impl.watches.erase(id);
-    }
+    ~Unregister() { impl.forget(id); }
   };
 
-  void connection(std::unique_ptr<tcp::socket> sock, Watch& watch, uint64_t id) {
+  void connection(std::unique_ptr<tcp::socket> sock, Watch& watch, uint64_t id, const std::string& remote) {
     try {
       beast::error_code ec;
-      std::string remote = sock->remote_endpoint(ec).address().to_string();
       sock->set_option(tcp::no_delay(true), ec);  // headers and body go out in separate writes
       if (tls) {
         std::unique_ptr<asio::ssl::stream<tcp::socket>> ssl;
         Unregister unregister{*this, id};  // declared after `ssl`: runs first
         ssl = std::make_unique<asio::ssl::stream<tcp::socket>>(std::move(*sock), *tls);
-        watch.deadline = now_ns() + ns(std::min(options.read_timeout, std::chrono::seconds(30)));
+        watch.deadline = watch.since + ns(options.header_timeout);  // the handshake counts as part of the headers
         ssl->handshake(asio::ssl::stream_base::server, ec);
         if (ec) {
           spdlog::debug("TLS handshake with {} failed: {}", remote, ec.message());
@@ -362,12 +547,41 @@ struct Server::Impl {
         sock->shutdown(tcp::socket::shutdown_send, ec);
       }
     } catch (const std::exception& e) {
-      spdlog::warn("HTTP connection failed: {}", e.what());
+      spdlog::warn("HTTP connection from {} failed: {}", remote, e.what());
+    } catch (...) {
+      spdlog::warn("HTTP connection from {} failed: an exception of unknown type", remote);
     }
+  }
+
+  // Shuts down the connection that has waited longest for a request's headers among those `which` accepts; false if
+  // there is none. REQUIRES: mu held.
+  template <class Pred>
+  bool shed_oldest(Pred which) {
+    Watch* oldest = nullptr;
+    for (auto& [id, w] : watches)
+      if (w->awaiting && !w->cut && which(*w) && (!oldest || w->since < oldest->since)) oldest = w.get();
+    if (!oldest) return false;
+    ::shutdown(oldest->fd, SHUT_RDWR);  // its thread's blocked read returns; the session ends
+    oldest->cut = true;
+    ++shed;
+    return true;
+  }
+
+  // An answer written at once, without a thread, to a connection that is not taken: 503, then the close.
+  void turn_away(tcp::socket& sock) {
+    ++turned_away;
+    if (tls) return;  // no time for a handshake: just the close
+    Response res;
+    refusal(res, 503, "too many connections from this address; retry");
+    std::ostringstream out;
+    out << message(res, 11, false);
+    std::string bytes = out.str();
+    (void)!::send(sock.native_handle(), bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
   }
 
   void watchdog() {
     std::unique_lock lock(mu);
+    auto reported = Clock::now();
     while (watching) {
       int64_t now = now_ns();
       for (auto& [id, w] : watches)
@@ -376,6 +590,14 @@ struct Server::Impl {
           w->cut = true;
           w->deadline = kNever;
         }
+      if ((shed || turned_away) && Clock::now() - reported > std::chrono::seconds(30)) {
+        spdlog::warn("{} connection(s) still waiting for their headers were closed to make room, {} refused "
+                     "(over {} from one address), in the last {} s",
+                     shed, turned_away, options.max_connections_per_address,
+                     std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - reported).count());
+        shed = turned_away = 0;
+        reported = Clock::now();
+      }
       cv.wait_for(lock, std::chrono::milliseconds(500));
     }
   }
@@ -384,6 +606,7 @@ struct Server::Impl {
 Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>()) {
   impl_->options = std::move(options);
   auto& o = impl_->options;
+  impl_->budget.set_limit(o.unauthenticated_body_budget);
   if (o.tls_cert.empty() != o.tls_key.empty()) fail(ErrorKind::kInvalidArgument, "TLS needs both a certificate (--tls-cert) and a key (--tls-key)");
   if (!o.tls_cert.empty()) {
     try {
@@ -405,12 +628,16 @@ Server::~Server() {
   impl_->cv.wait(lock, [&] { return !impl_->serving && impl_->active == 0; });
 }
 
-void Server::route(const std::string& method, const std::string& pattern, Handler handler, size_t max_body) {
-  impl_->routes.push_back({method, std::regex(pattern), std::move(handler), nullptr, max_body ? max_body : impl_->options.max_body});
+void Server::route(const std::string& method, const std::string& pattern, Handler handler, size_t max_body, Admit admit) {
+  size_t limit = max_body ? max_body : impl_->options.max_body;
+  impl_->routes.push_back({method, std::regex(pattern), std::move(handler), nullptr, limit, std::move(admit)});
+  impl_->max_route_body = std::max(impl_->max_route_body, limit);
 }
 
-void Server::stream_route(const std::string& method, const std::string& pattern, StreamHandler handler, size_t max_body) {
-  impl_->routes.push_back({method, std::regex(pattern), nullptr, std::move(handler), max_body ? max_body : impl_->options.max_body});
+void Server::stream_route(const std::string& method, const std::string& pattern, StreamHandler handler, size_t max_body, Admit admit) {
+  size_t limit = max_body ? max_body : impl_->options.max_body;
+  impl_->routes.push_back({method, std::regex(pattern), nullptr, std::move(handler), limit, std::move(admit)});
+  impl_->max_route_body = std::max(impl_->max_route_body, limit);
 }
 
 int Server::bind(const std::string& host_in, int port) {
@@ -440,45 +667,66 @@ void Server::serve() {
     if (impl.serving || impl.stopping || !impl.acceptor.is_open()) return;
     impl.serving = impl.watching = true;
   }
+  const size_t max = impl.options.max_connections;
+  const size_t shed_from = max - max / 8;  // "near the limit": each connection beyond this one makes room
   std::thread watchdog([&] { impl.watchdog(); });
   for (;;) {
     {
       std::unique_lock lock(impl.mu);
-      impl.cv.wait(lock, [&] { return impl.stopping || impl.active < impl.options.max_connections; });
+      impl.cv.wait(lock, [&] { return impl.stopping || impl.active < max; });
     }
     if (impl.stopping) break;
-    auto sock = std::make_unique<tcp::socket>(impl.io);
-    beast::error_code ec;
-    impl.acceptor.accept(*sock, ec);
-    if (impl.stopping) break;
-    if (ec) {
-      spdlog::warn("accepting a connection failed: {}", ec.message());
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));  // out of descriptors: let connections close
-      continue;
-    }
-    auto watch = std::make_shared<Watch>();
-    watch->fd = sock->native_handle();
-    uint64_t id;
-    {
-      std::lock_guard lock(impl.mu);
-      id = impl.next_id++;
-      impl.watches.emplace(id, watch);
-      ++impl.active;
-    }
     try {
-      // The socket and the watch are owned by the thread and gone before its last touch of impl.
-      std::thread([&impl, sock = std::move(sock), watch = std::move(watch), id]() mutable {
-        impl.connection(std::move(sock), *watch, id);
-        watch.reset();
-        std::lock_guard lock(impl.mu);  // the last touch of impl: the destructor may run once this is released
+      auto sock = std::make_unique<tcp::socket>(impl.io);
+      beast::error_code ec;
+      impl.acceptor.accept(*sock, ec);
+      if (impl.stopping) break;
+      if (ec) {
+        spdlog::warn("accepting a connection failed: {}", ec.message());
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));  // out of descriptors: let connections close
+        continue;
+      }
+      auto peer = sock->remote_endpoint(ec);
+      if (ec) continue;  // gone already
+      std::string remote = peer.address().to_string();
+      auto watch = std::make_shared<Watch>();
+      watch->fd = sock->native_handle();
+      watch->address = address_key(peer.address());
+      watch->since = now_ns();
+      uint64_t id;
+      {
+        std::lock_guard lock(impl.mu);
+        size_t& from = impl.per_address[watch->address];
+        if (from >= impl.options.max_connections_per_address &&
+            !impl.shed_oldest([&](const Watch& w) { return w.address == watch->address; })) {
+          if (from == 0) impl.per_address.erase(watch->address);  // a limit of 0
+          impl.turn_away(*sock);
+          continue;
+        }
+        if (impl.active + 1 > shed_from) impl.shed_oldest([](const Watch&) { return true; });
+        ++from;
+        id = impl.next_id++;
+        impl.watches.emplace(id, watch);
+        ++impl.active;
+      }
+      try {
+        // The socket and the watch are owned by the thread and gone before its last touch of impl.
+        std::thread([&impl, sock = std::move(sock), watch = std::move(watch), id, remote]() mutable {
+          impl.connection(std::move(sock), *watch, id, remote);
+          watch.reset();
+          std::lock_guard lock(impl.mu);  // the last touch of impl: the destructor may run once this is released
+          --impl.active;
+          impl.cv.notify_all();
+        }).detach();
+      } catch (const std::exception& e) {  // no thread (a process or memory limit): drop this connection
+        spdlog::warn("cannot start a thread for a connection: {}", e.what());
+        impl.forget(id);
+        std::lock_guard lock(impl.mu);
         --impl.active;
-        impl.cv.notify_all();
-      }).detach();
-    } catch (const std::exception& e) {  // no thread (a process or memory limit): drop this connection
-      spdlog::warn("cannot start a thread for a connection: {}", e.what());
-      std::lock_guard lock(impl.mu);
-      impl.watches.erase(id);
-      --impl.active;
+      }
+    } catch (const std::exception& e) {  // out of memory for a socket or a watch: the others go on
+      spdlog::warn("cannot take a connection: {}", e.what());
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   }
   {
@@ -500,12 +748,19 @@ void Server::stop() {
   std::lock_guard lock(impl.mu);
   if (impl.stopping.exchange(true)) return;
   for (auto& [id, w] : impl.watches)
-    if (w->idle) {
+    if (w->awaiting) {
       ::shutdown(w->fd, SHUT_RDWR);
       w->cut = true;
     }
   if (impl.acceptor.is_open()) ::shutdown(impl.acceptor.native_handle(), SHUT_RDWR);  // a blocked accept() returns
   impl.cv.notify_all();
+}
+
+std::string Server::serve_bytes(std::string_view input, size_t piece) {
+  MemoryStream stream(input, piece);
+  Watch watch;  // in no table: neither the watchdog nor stop() touches it
+  impl_->session(stream, watch, "192.0.2.1");
+  return std::move(stream.out);
 }
 
 }  // namespace ferry::api::http

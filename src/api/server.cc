@@ -3,6 +3,7 @@
 #include "api/server.h"
 
 #include <algorithm>
+#include <any>
 #include <cstring>
 #include <chrono>
 #include <cstdio>
@@ -12,12 +13,13 @@
 #include <optional>
 #include <random>
 #include <string_view>
+#include <utility>
 #include <vector>
 
+#include "api/buffer_pool.h"
 #include "api/http.h"
 #include "api/internal.h"
 #include "auth/sigv4.h"
-#include "common/buffer.h"
 #include "common/hex.h"
 #include "common/log.h"
 
@@ -78,104 +80,151 @@ auth::Request auth_request(const http::Request& req) {
   return a;
 }
 
-// Body limits per route: what a legitimate request can need, so nobody can make the server hold more before it
-// knows who is asking (bodies are read before a signed payload can be checked).
+// Body limits per route: what a legitimate request can need. Before a request is authenticated the server holds at
+// most its headers; its body, if the headers cannot prove who sent it, is read as it arrives under the transport's
+// budget for unauthenticated bodies (docs/architecture.md lists what each route may hold before authentication).
 constexpr uint64_t kMaxPack = uint64_t{1} << 30;       // packs, index files, snapshots (a large disk's chunk table)
 constexpr size_t kApiBody = size_t{16} << 20;           // SMS and ferry JSON operations
 constexpr size_t kSmallBody = size_t{1} << 20;          // connector calls with small JSON bodies
 constexpr size_t kInventoryBody = size_t{256} << 20;    // an inventory report (~1 KB per VM)
-constexpr size_t kRegisterBody = size_t{64} << 10;      // registration, the one unsigned call
+constexpr size_t kRegisterBody = size_t{64} << 10;      // registration, the one unsigned call; also the default
 constexpr size_t kLookupBody = service::Service::kMaxLookupIds * 32;  // a chunk lookup
 
-// Page-aligned buffers for pack bodies, reused across uploads: there are about as many as uploads run at once,
-// instead of one per HTTP thread. A buffer much larger than what is asked for is not handed out (a rare huge pack
-// would otherwise pin its memory in every later upload); at most kKeep wait in the pool.
-class PackBuffers {
+// Refused authentications are logged, but a flood of them must not flood the log: at most 10 lines a second; the
+// ones left out are counted in the next line written.
+class RefusalLog {
  public:
-  class Lease {
-   public:
-    Lease(PackBuffers& pool, AlignedBuffer buf, size_t capacity) : pool_(pool), buf_(std::move(buf)), capacity_(capacity) {}
-    ~Lease() { pool_.give(std::move(buf_), capacity_); }
-    Lease(const Lease&) = delete;
-    Lease& operator=(const Lease&) = delete;
-    char* data() { return buf_.get(); }
-
-   private:
-    PackBuffers& pool_;
-    AlignedBuffer buf_;
-    size_t capacity_;
-  };
-
-  Lease take(size_t size) {
-    AlignedBuffer buf;
-    // Rounded up to whole MiB: packs vary by a blob around the store's pack size, so one capacity fits them all
-    // (exact sizes would make every pack a little larger than the pooled ones a fresh allocation).
-    size_t capacity = std::max<size_t>((size + kRound - 1) / kRound * kRound, kRound);
-    {
-      std::lock_guard lock(mu_);
-      auto it = std::find_if(free_.begin(), free_.end(), [&](auto& f) { return f.second >= size && f.second <= 2 * size + (64u << 20); });
-      if (it != free_.end()) {
-        buf = std::move(it->first);
-        capacity = it->second;
-        free_.erase(it);
-      }
+  void warn(const std::string& line) {
+    std::unique_lock lock(mu_);
+    auto now = std::chrono::steady_clock::now();
+    if (now - window_ >= std::chrono::seconds(1)) {
+      window_ = now;
+      written_ = 0;
     }
-    if (!buf) buf = make_aligned_buffer(capacity);
-    return Lease(*this, std::move(buf), capacity);
+    if (written_ == kPerSecond) {
+      ++left_out_;
+      return;
+    }
+    ++written_;
+    uint64_t left_out = std::exchange(left_out_, 0);
+    lock.unlock();
+    if (left_out) spdlog::warn("{} (and {} other refusals not logged)", line, left_out);
+    else spdlog::warn("{}", line);
   }
 
  private:
-  void give(AlignedBuffer buf, size_t capacity) {
-    std::lock_guard lock(mu_);
-    if (free_.size() < kKeep) {
-      free_.emplace_back(std::move(buf), capacity);
-      return;
-    }
-    auto smallest = std::min_element(free_.begin(), free_.end(), [](auto& a, auto& b) { return a.second < b.second; });
-    if (smallest->second < capacity) *smallest = {std::move(buf), capacity};  // keep the larger: it fits more
-  }
-  static constexpr size_t kKeep = 4;
-  static constexpr size_t kRound = size_t{1} << 20;
+  static constexpr int kPerSecond = 10;
   std::mutex mu_;
-  std::vector<std::pair<AlignedBuffer, size_t>> free_;
+  std::chrono::steady_clock::time_point window_;
+  int written_ = 0;
+  uint64_t left_out_ = 0;
+};
+
+// What a signed route's admission learned from the request's headers (http::Request::context), for its handler.
+struct Admitted {
+  catalog::AccessKey key;
+  std::optional<auth::Verified> verified;  // the signature, checked from the headers: the body must match its hash
 };
 
 }  // namespace
 
 struct HttpServer::Impl {
-  Impl(service::Service& s, ListenOptions o) : svc(s), options(std::move(o)) {}
+  Impl(service::Service& s, ListenOptions o) : svc(s), options(std::move(o)), pack_buffers(pool_options(options)) {}
   service::Service& svc;
   ListenOptions options;
   std::unique_ptr<http::Server> http;
-  PackBuffers pack_buffers;
+  // Page-aligned buffers for pack bodies, reused across uploads: about as many as uploads run at once, instead of
+  // one per HTTP thread, and never more than options.pack_buffer_bytes (api/buffer_pool.h).
+  BufferPool pack_buffers;
+  RefusalLog refusals;
 
-  // Authenticates and returns the key; writes the error response and returns nullopt otherwise.
-  // `body` overrides req.body (handlers that read the body themselves); allow_unsigned accepts UNSIGNED-PAYLOAD.
-  std::optional<catalog::AccessKey> authenticate(const http::Request& req, http::Response& res, const std::string& role,
-                                                 std::optional<std::string_view> body = std::nullopt, bool allow_unsigned = false) {
+  static BufferPool::Options pool_options(const ListenOptions& o) {
+    BufferPool::Options p;
+    p.max_bytes = o.pack_buffer_bytes;
+    return p;
+  }
+
+  // A signature made for one API is not accepted by the other: the credential scope names the service of the role's
+  // routes ("sms" for the SMS and ferry operations, "ferry-connector" for the connector protocol).
+  static auth::VerifyOptions verify_options(const std::string& role) {
+    auth::VerifyOptions options;
+    options.service = role == "admin" ? "sms" : "ferry-connector";
+    return options;
+  }
+
+  // auth::verify's secret lookup, keeping the key it found.
+  auth::SecretLookup secrets(std::optional<catalog::AccessKey>& key) {
+    return [this, &key](const std::string& id) -> std::optional<std::string> {
+      key = svc.access_key(id);
+      if (!key) return std::nullopt;
+      return key->secret;
+    };
+  }
+
+  void refuse(const http::Request& req, http::Response& res, const std::string& code, int status, const std::string& message) {
+    refusals.warn(req.method + " " + req.path + " from " + req.remote_addr + ": " + code + ": " + message);
+    send_error(res, code, status, message);
+  }
+
+  // HTTP 400, as AWS's JSON services answer AccessDeniedException (403 is for a missing or unknown token).
+  bool has_role(const http::Request& req, http::Response& res, const catalog::AccessKey& key, const std::string& role) {
+    if (key.role == role) return true;
+    refuse(req, res, "AccessDeniedException", 400, "access key " + key.id + " is a " + key.role + " key; this needs a " + role + " key");
+    return false;
+  }
+
+  // A signed route's admission (http::Admit): runs on the headers alone, before any byte of the body is read.
+  // A request that carries its body's SHA-256 in x-amz-content-sha256 (ferry's clients always do; so may an object
+  // upload's UNSIGNED-PAYLOAD) is verified whole: signature, key and role; its body is then only compared with that
+  // hash. One without it (the AWS SDKs' JSON calls) can be checked only up to its signature, which covers the body:
+  // Authorization well formed, date within the allowed skew, key known and of the route's role; its body is read
+  // under the transport's budget for unauthenticated bodies, then verified with it. An object upload (`object`) must
+  // carry the hash or UNSIGNED-PAYLOAD, since its handler takes a buffer the size of its Content-Length.
+  http::Admission admit(http::Request& req, http::Response& res, const std::string& role, bool object) {
+    std::optional<catalog::AccessKey> key;
+    auth::VerifyOptions options = verify_options(role);
+    options.headers_only = true;
+    options.allow_unsigned_payload = object;
+    try {
+      auto verified = auth::verify(auth_request(req), secrets(key), std::chrono::system_clock::now(), options);
+      if (!has_role(req, res, *key, role)) return http::Admission::kRefused;
+      req.context = Admitted{*key, verified};
+      return http::Admission::kAuthenticated;
+    } catch (const auth::AuthError& e) {
+      // verify() looks the key up after every other check of the headers, so a request without
+      // x-amz-content-sha256 whose key was found failed only for want of that hash, which its body will give.
+      if (object || !key || req.has_header("x-amz-content-sha256")) {
+        refuse(req, res, e.code(), e.http_status(), e.what());
+        return http::Admission::kRefused;
+      }
+    }
+    if (!has_role(req, res, *key, role)) return http::Admission::kRefused;
+    req.context = Admitted{*key, std::nullopt};
+    return http::Admission::kUnauthenticated;
+  }
+
+  http::Admit signed_by(const std::string& role, bool object = false) {
+    return [this, role, object](http::Request& req, http::Response& res) { return admit(req, res, role, object); };
+  }
+
+  // After the body: the key that signed the request, or nullopt with the refusal written. A request whose signature
+  // admission verified needs only its body to match the hash it declared; any other (admitted without that hash, or
+  // on a route without admission) is verified whole.
+  std::optional<catalog::AccessKey> authenticate(const http::Request& req, http::Response& res, const std::string& role, std::string_view body) {
+    if (auto* admitted = std::any_cast<Admitted>(&req.context); admitted && admitted->verified) {
+      if (auth::body_matches(*admitted->verified, body)) return admitted->key;
+      refuse(req, res, "InvalidSignatureException", 400, "The provided 'x-amz-content-sha256' header does not match what was computed.");
+      return std::nullopt;
+    }
     try {
       std::optional<catalog::AccessKey> key;
-      auth::VerifyOptions options;
-      options.allow_unsigned_payload = allow_unsigned;
-      // A signature made for one API is not accepted by the other.
-      options.service = role == "admin" ? "sms" : "ferry-connector";
       auth::Request a = auth_request(req);
-      if (body) a.body = *body;
-      auto verified = auth::verify(a, [&](const std::string& id) -> std::optional<std::string> {
-        key = svc.access_key(id);
-        if (!key) return std::nullopt;
-        return key->secret;
-      }, std::chrono::system_clock::now(), options);
-      if (!key || key->role != role) {
-        // HTTP 400, as AWS's JSON services answer AccessDeniedException (403 is for a missing or unknown token).
-        send_error(res, "AccessDeniedException", 400,
-                   "access key " + verified.access_key_id + " is a " + (key ? key->role : std::string("unknown")) + " key; this needs a " + role + " key");
-        return std::nullopt;
-      }
+      a.body = body;
+      auth::verify(a, secrets(key), std::chrono::system_clock::now(), verify_options(role));
+      if (!has_role(req, res, *key, role)) return std::nullopt;
       return key;
     } catch (const auth::AuthError& e) {
-      spdlog::warn("{} {} from {}: {}: {}", req.method, req.path, req.remote_addr, e.code(), e.what());
-      send_error(res, e.code(), e.http_status(), e.what());
+      refuse(req, res, e.code(), e.http_status(), e.what());
       return std::nullopt;
     }
   }
@@ -201,7 +250,7 @@ struct HttpServer::Impl {
 
   void json_api(const http::Request& req, http::Response& res) {
     std::string target = req.header("X-Amz-Target");
-    if (!authenticate(req, res, "admin")) return;
+    if (!authenticate(req, res, "admin", req.body)) return;
     auto& ops = operations();
     auto it = ops.find(target);
     if (it == ops.end()) {
@@ -220,30 +269,35 @@ struct HttpServer::Impl {
   void connector_route(const std::string& method, const std::string& pattern,
                        std::function<void(const std::string&, const http::Request&, http::Response&)> fn, size_t max_body = kSmallBody) {
     auto handler = [this, fn](const http::Request& req, http::Response& res) {
-      auto key = authenticate(req, res, "connector");
+      auto key = authenticate(req, res, "connector", req.body);
       if (!key) return;
       guarded(res, req.method + " " + req.path, [&] { fn(key->connector_id, req, res); });
     };
-    http->route(method, pattern, handler, max_body);
+    http->route(method, pattern, handler, max_body, signed_by("connector"));
   }
 
   // A connector's object upload route (pack, index file, snapshot). These are sealed objects that authenticate
   // themselves (a pack's trailer under its name, every blob under its chunk id, index files and snapshots whole), so
-  // they may be sent UNSIGNED-PAYLOAD: hashing them for SigV4 would only cost CPU. Such a request is authenticated
-  // from its headers before any memory is given to its body; a signed body is checked once read. The body goes into
-  // a pooled page-aligned buffer (`pooled`, for packs) or a string.
+  // they may be sent UNSIGNED-PAYLOAD: hashing them for SigV4 would only cost CPU. Either way the request is
+  // authenticated from its headers (signed_by(..., object)) before any memory is given to its body; a signed body
+  // is compared with its hash once read. The body goes into a pooled page-aligned buffer (`pooled`, for packs; 503
+  // when the pool is spent) or a string.
   void object_route(const std::string& pattern, const std::string& what,
                     std::function<void(const std::string&, const http::Request&, char*, size_t)> fn, bool pooled = false) {
     auto handler = [this, what, fn, pooled](const http::Request& req, http::Response& res, const http::BodyReader& read) {
       uint64_t length = req.content_length;  // at most kMaxPack: larger bodies got 413
-      std::optional<catalog::AccessKey> key;
-      bool unsigned_payload = req.header("x-amz-content-sha256") == auth::kUnsignedPayload;
-      if (unsigned_payload && !(key = authenticate(req, res, "connector", std::string_view{}, true))) return;
-      std::unique_ptr<PackBuffers::Lease> lease;
+      std::optional<BufferPool::Lease> lease;
       std::string box;
       char* dst;
       if (pooled) {
-        lease.reset(new PackBuffers::Lease(pack_buffers.take(length)));
+        lease = pack_buffers.try_take(length);
+        if (!lease) {
+          send_error(res, "ServiceUnavailableException", 503,
+                     "the server is receiving as many packs as its memory for them allows (" + std::to_string(options.pack_buffer_bytes >> 20) +
+                         " MiB); retry");
+          res.set_header("Retry-After", "1");
+          return;
+        }
         dst = lease->data();
       } else {
         box.resize(length);
@@ -252,13 +306,14 @@ struct HttpServer::Impl {
       if (!read(dst, length))
         return send_error(res, "InvalidParameterException", 400, what + " body is not Content-Length (" + std::to_string(length) + ") bytes long");
       std::string_view body(dst, length);
-      if (!unsigned_payload && !(key = authenticate(req, res, "connector", body, true))) return;
+      auto key = authenticate(req, res, "connector", body);
+      if (!key) return;
       guarded(res, "PUT " + what, [&] {
         fn(key->connector_id, req, dst, length);
         res.set_content("{}", "application/json");
       });
     };
-    http->stream_route("PUT", pattern, handler, kMaxPack);
+    http->stream_route("PUT", pattern, handler, kMaxPack, signed_by("connector", true));
   }
 
   static json body_json(const http::Request& req) { return parse_request(req.body); }
@@ -279,7 +334,7 @@ struct HttpServer::Impl {
       }
       res.set_content(body, "text/plain");
     });
-    http->route("POST", "/", [this](const http::Request& req, http::Response& res) { json_api(req, res); }, kApiBody);
+    http->route("POST", "/", [this](const http::Request& req, http::Response& res) { json_api(req, res); }, kApiBody, signed_by("admin"));
 
     http->route("POST", "/connector/v1/register", [this](const http::Request& req, http::Response& res) {
       guarded(res, "register", [&] {
@@ -377,10 +432,13 @@ HttpServer::HttpServer(service::Service& svc, ListenOptions options) : impl_(std
   http::ServerOptions o;
   o.tls_cert = impl_->options.tls_cert;
   o.tls_key = impl_->options.tls_key;
-  o.read_timeout = std::chrono::seconds(120);
-  o.idle_timeout = std::chrono::seconds(5);
-  o.max_body = kMaxPack;
+  o.max_body = kRegisterBody;  // routes that take more say so
+  o.max_connections_per_address = impl_->options.max_connections_per_address;
   o.finish = aws_response_headers;
+  o.refusal = [](http::Response& res, int status, const std::string& message) {
+    send_error(res, status == 503 ? "ServiceUnavailableException" : status == 404 ? "UnknownOperationException" : "InvalidParameterException",
+               status, message);
+  };
   impl_->http = std::make_unique<http::Server>(std::move(o));
   impl_->routes();
 }

@@ -15,6 +15,12 @@ namespace ferry::api {
 struct ListenOptions {
   std::string address = "127.0.0.1:8443";  // host:port; port 0 picks a free one
   std::string tls_cert, tls_key;           // PEM files; both empty = plain HTTP
+  // Connections from one client address (IPv4, or IPv6 /64). A connector takes one per replication worker (one per
+  // core) plus its heartbeat, so 256 serves several large connector hosts behind one NAT address; connections still
+  // waiting for their headers do not hold a place against new ones (docs/architecture.md).
+  size_t max_connections_per_address = 256;
+  // Memory for pack bodies being received, leased and pooled together (at least the largest pack a store takes).
+  size_t pack_buffer_bytes = size_t{1} << 30;
 };
 
 class HttpServer {

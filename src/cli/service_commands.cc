@@ -68,6 +68,8 @@ struct ServerArgs {
   int max_failures = 3;
   std::string export_dir;
   uint64_t store_min_free_mib = 0;
+  size_t max_connections_per_address = api::ListenOptions{}.max_connections_per_address;
+  size_t pack_buffer_mib = api::ListenOptions{}.pack_buffer_bytes >> 20;
   std::string profile;  // init: also save the admin key as this profile
   std::string endpoint; // init: endpoint to save in the profile
   std::string ca_file;  // init: CA bundle to save in the profile
@@ -136,7 +138,7 @@ int server_run(const ServerArgs& a) {
   if (a.store_min_free_mib > (uint64_t{1} << 40)) fail(ErrorKind::kInvalidArgument, "--store-min-free is out of range");
   config.store_min_free = a.store_min_free_mib << 20;
   service::Service svc(config);
-  api::HttpServer http(svc, {a.listen, a.tls_cert, a.tls_key});
+  api::HttpServer http(svc, {a.listen, a.tls_cert, a.tls_key, a.max_connections_per_address, a.pack_buffer_mib << 20});
   std::string url = http.bind();
   if (!a.address_file.empty()) write_file_atomic(a.address_file, url + "\n");
   svc.start_scheduler();
@@ -203,6 +205,13 @@ void add_service_commands(CLI::App& app, std::function<int()>& action) {
   s->add_option("--export-dir", server.export_dir, "ExportImage writes only below this directory (default DATA/exports)");
   s->add_option("--store-min-free", server.store_min_free_mib,
                 "MiB a store's file system keeps free; runs into a store with less wait (default 2% of the file system, 16 MiB-1 GiB)");
+  s->add_option("--max-connections-per-address", server.max_connections_per_address,
+                "Connections one client address (IPv6: /64) may hold; raise it for many connector hosts behind one NAT address")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20))
+      ->capture_default_str();
+  s->add_option("--pack-buffer-mib", server.pack_buffer_mib, "Memory for pack uploads being received (MiB; at least the largest pack)")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20))
+      ->capture_default_str();
   s->callback([s, &action] {
     if (s->get_subcommands().empty()) action = [] { return server_run(server); };
   });

@@ -1,6 +1,8 @@
 // The HTTP transport under the API (src/api/http.h) over real loopback sockets: keep-alive, streamed bodies read
 // straight into the handler's memory, the refusals (malformed, too large, no length, unknown path), timeouts, a stop
-// that lets a request in progress finish, 100-continue and TLS.
+// that lets a request in progress finish, 100-continue and TLS; and what keeps clients that are not authenticated
+// from taking memory and threads: admission before the body, bodies read as they arrive under a budget, limits per
+// client address, shedding of connections that have not sent their headers, header and body rate deadlines.
 #include "api/http.h"
 
 #include <gtest/gtest.h>
@@ -15,6 +17,7 @@
 #include <boost/beast/http.hpp>
 #include <condition_variable>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <mutex>
 #include <random>
@@ -85,7 +88,10 @@ class Running {
 // instead of hanging it: after a minute the connection is shut down under the blocked read.
 class Conn {
  public:
-  explicit Conn(int port) : socket_(io_) {
+  // From `source` (any 127.x.y.z: all of 127/8 is loopback) to the server on 127.0.0.1.
+  explicit Conn(int port, const std::string& source = "127.0.0.1") : socket_(io_) {
+    socket_.open(tcp::v4());
+    socket_.bind(tcp::endpoint(asio::ip::make_address(source), 0));
     socket_.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)));
     guard_ = std::thread([this, fd = socket_.native_handle()] {
       std::unique_lock lock(mu_);
@@ -418,25 +424,29 @@ TEST(Http, StalledBodyIsCutOffAfterTheReadTimeout) {
   EXPECT_EQ(r.short_reads, 1) << "the stream route's read returned false when the body stalled";
 }
 
-TEST(Http, HeadersThatTrickleInAreCutOff) {
+// True when the server closes `c` while a byte is sent to it every 300 ms (never idle for long), within `limit`.
+bool closed_while_trickling(Conn& c, std::chrono::seconds limit) {
+  for (auto start = std::chrono::steady_clock::now(); std::chrono::steady_clock::now() - start < limit;) {
+    try {
+      c.send("a");
+    } catch (const beast::system_error&) {
+      return true;
+    }
+    std::this_thread::sleep_for(300ms);
+    if (c.readable_within(0s)) return true;  // the server never answers half a request: readable means closed
+  }
+  return false;
+}
+
+TEST(Http, HeadersThatTrickleInAreCutOffAtTheHeaderTimeout) {
   ServerOptions o;
   o.idle_timeout = 1s;
-  o.read_timeout = 1s;
+  o.header_timeout = 2s;  // and read_timeout stays 120 s: it has no say over headers
   Running r(o);
   Conn c(r.port());
   c.send("GET /hello HTTP/1.1\r\nX-Slow: ");
   // A header byte every 300 ms is never idle for a second, but the headers must be complete 2 s after the start.
-  bool closed = false;
-  for (int i = 0; i < 60 && !closed; ++i) {
-    try {
-      c.send("a");
-    } catch (const beast::system_error&) {
-      closed = true;
-    }
-    std::this_thread::sleep_for(300ms);
-    closed = closed || c.readable_within(0s);  // the server never answers half a request: readable means closed
-  }
-  EXPECT_TRUE(closed) << "18 s of trickling headers were not cut off";
+  EXPECT_TRUE(closed_while_trickling(c, 20s)) << "20 s of trickling headers were not cut off";
 }
 
 TEST(Http, SlowButSteadyBodyIsNotCutOff) {
@@ -576,6 +586,300 @@ TEST(Http, TlsServesTheSameRoutesAndRefusesAnUnusableCertificate) {
     EXPECT_EQ(e.kind(), ErrorKind::kInvalidArgument);
     EXPECT_NE(std::string(e.what()).find("missing.pem"), std::string::npos) << e.what();
   }
+}
+
+// Requests held in a handler until released: connections that are busy, not waiting for their headers.
+class Gate {
+ public:
+  void pass() {
+    std::unique_lock lock(mu_);
+    ++inside_;
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return open_; });
+  }
+  bool inside(int n) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, 30s, [&] { return inside_ >= n; });
+  }
+  void release() {
+    {
+      std::lock_guard lock(mu_);
+      open_ = true;
+    }
+    cv_.notify_all();
+  }
+  // GET /hold waits at the gate.
+  std::function<void(Server&)> route() {
+    return [this](Server& s) { s.route("GET", "/hold", [this](const Request&, Response& res) { pass(); res.set_content("held", "text/plain"); }); };
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int inside_ = 0;
+  bool open_ = false;
+};
+
+// Opens the gate when the test ends, also when it fails early (the server's stop waits for held requests).
+struct Opens {
+  Gate& gate;
+  ~Opens() { gate.release(); }
+};
+
+// A connection that has been served once, then sent part of its next request's headers: established, and waiting.
+// The server's thread starts waiting once it has written the answer, a moment after the client has it: a pause
+// keeps connections made one after another waiting in that order (shedding goes by it).
+std::unique_ptr<Conn> waiting_conn(int port, const std::string& source = "127.0.0.1") {
+  auto c = std::make_unique<Conn>(port, source);
+  c->send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(c->answer().result_int(), 200u);
+  c->send("GET /hello HTTP/1.1\r\nHost: x\r\n");
+  std::this_thread::sleep_for(100ms);
+  return c;
+}
+
+ServerOptions patient() {  // timeouts far beyond any test's waits: only the mechanism under test closes connections
+  ServerOptions o;
+  o.idle_timeout = 120s;
+  o.header_timeout = 120s;
+  return o;
+}
+
+TEST(Http, AnAddressOverItsLimitIsTurnedAwayWhileItsConnectionsAreBusyAndOthersAreServed) {
+  Gate gate;
+  ServerOptions o = patient();
+  o.max_connections_per_address = 2;
+  Running r(o, gate.route());
+  Opens opens{gate};
+  Conn a(r.port()), b(r.port());
+  a.send("GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
+  b.send("GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(gate.inside(2));
+  Conn third(r.port());
+  auto res = third.answer();
+  EXPECT_EQ(res.result_int(), 503u) << "a third connection from 127.0.0.1 was taken: " << res.body();
+  EXPECT_EQ(res["Retry-After"], "1");
+  EXPECT_TRUE(third.closed_within(10s));
+  Conn other(r.port(), "127.0.0.2");
+  other.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(other.answer().result_int(), 200u) << "another address is served";
+  gate.release();
+  EXPECT_EQ(a.answer().body(), "held");
+  EXPECT_EQ(b.answer().body(), "held");
+}
+
+TEST(Http, ANewConnectionTakesThePlaceOfItsAddressesOldestStillWaitingForHeaders) {
+  ServerOptions o = patient();
+  o.max_connections_per_address = 2;
+  Running r(o);
+  auto oldest = waiting_conn(r.port());
+  auto newer = waiting_conn(r.port());
+  auto elsewhere = waiting_conn(r.port(), "127.0.0.3");  // older than both, but another address's
+  Conn fresh(r.port());
+  fresh.send("GET /hello HTTP/1.1\r\nHost: x\r\nX-Name: fresh\r\n\r\n");
+  EXPECT_EQ(fresh.answer().body(), "hello fresh");
+  EXPECT_TRUE(oldest->closed_within(10s)) << "the oldest waiting connection of 127.0.0.1 was not shed";
+  newer->send("X-Name: newer\r\n\r\n");
+  EXPECT_EQ(newer->answer().body(), "hello newer") << "only the oldest is shed";
+  elsewhere->send("X-Name: elsewhere\r\n\r\n");
+  EXPECT_EQ(elsewhere->answer().body(), "hello elsewhere");
+}
+
+TEST(Http, NearTheConnectionLimitTheConnectionsStillWaitingForHeadersAreShedOldestFirst) {
+  Gate gate;
+  ServerOptions o = patient();
+  o.max_connections = 8;  // shedding starts with the 8th (8 - 8/8 = 7 are kept)
+  Running r(o, gate.route());
+  Opens opens{gate};
+  Conn busy(r.port());
+  busy.send("GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(gate.inside(1));
+  std::vector<std::unique_ptr<Conn>> waiting;
+  for (int i = 0; i < 6; ++i) waiting.push_back(waiting_conn(r.port(), "127.0.0." + std::to_string(10 + i)));
+  // 7 open: the next two each take the place of the oldest connection still waiting.
+  Conn eighth(r.port(), "127.0.0.20");
+  eighth.send("GET /hello HTTP/1.1\r\nHost: x\r\nX-Name: 8\r\n\r\n");
+  EXPECT_EQ(eighth.answer().body(), "hello 8");
+  EXPECT_TRUE(waiting[0]->closed_within(10s)) << "the oldest waiting connection was not shed";
+  Conn ninth(r.port(), "127.0.0.21");
+  ninth.send("GET /hello HTTP/1.1\r\nHost: x\r\nX-Name: 9\r\n\r\n");
+  EXPECT_EQ(ninth.answer().body(), "hello 9");
+  EXPECT_TRUE(waiting[1]->closed_within(10s)) << "the next oldest was not shed";
+  waiting[2]->send("X-Name: 2\r\n\r\n");
+  EXPECT_EQ(waiting[2]->answer().body(), "hello 2") << "younger waiting connections stay";
+  gate.release();
+  EXPECT_EQ(busy.answer().body(), "held") << "a busy connection is never shed";
+}
+
+TEST(Http, AfterARefusalTheUnreadBodyIsDrainedForTwoSecondsAtMostHoweverItTrickles) {
+  Running r(patient());
+  Conn c(r.port());
+  c.send("POST /nothing HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n");
+  EXPECT_EQ(c.answer().result_int(), 404u);
+  EXPECT_TRUE(closed_while_trickling(c, 20s)) << "a body trickling after its refusal held the connection for 20 s";
+}
+
+TEST(Http, ABodyBelowTheMinimumRateIsCutOffOnceTheGraceIsOver) {
+  ServerOptions o;
+  o.min_body_rate = 1000;
+  o.body_grace = 1s;  // and read_timeout stays 120 s: each byte comes long before it
+  Running r(o);
+  for (const char* route : {"POST /echo", "PUT /blob"}) {
+    Conn c(r.port());
+    c.send(std::string(route) + " HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n");
+    // About 3 bytes a second, forever if allowed: the body has earned no time beyond the grace.
+    bool closed = closed_while_trickling(c, 20s);
+    if (!closed) ADD_FAILURE() << route << ": a 3 B/s body was not cut off in 20 s";
+  }
+  // A body well above the minimum rate, slower than the grace, goes through.
+  Conn c(r.port());
+  std::string body = random_bytes(30000, 5);
+  std::string wire = put_blob(body);
+  size_t header = wire.size() - body.size();
+  c.send(wire.substr(0, header));
+  for (size_t at = header; at < wire.size(); at += 2000) {
+    c.send(wire.substr(at, 2000));
+    std::this_thread::sleep_for(100ms);  // 20 KB/s: 20 times the minimum, 1.5 s in all
+  }
+  auto res = c.answer();
+  EXPECT_EQ(res.result_int(), 200u) << res.body();
+  EXPECT_EQ(res.body(), blob_answer(body));
+}
+
+TEST(Http, AdmissionRefusesOnTheHeadersBeforeAnyOfTheBodyIsRead) {
+  std::atomic<int> handled{0};
+  auto admit = [](Request& req, Response& res) {
+    if (req.header("X-Key") == "good") {
+      req.context = std::string("key good");
+      return Admission::kAuthenticated;
+    }
+    res.status = 401;
+    res.set_content("who are you?", "text/plain");
+    return Admission::kRefused;
+  };
+  Running r({}, [&](Server& s) {
+    s.route("POST", "/guarded", [&](const Request& req, Response& res) {
+      ++handled;
+      res.set_content(std::any_cast<std::string>(req.context) + ": " + std::to_string(req.body.size()), "text/plain");
+    }, size_t{1} << 30, admit);
+    s.stream_route("PUT", "/guarded", [&](const Request&, Response& res, const BodyReader&) {
+      ++handled;
+      res.set_content("streamed", "text/plain");
+    }, size_t{1} << 30, admit);
+  });
+  for (std::string route : {"POST /guarded", "PUT /guarded"}) {
+    for (std::string expect : {"", "Expect: 100-continue\r\n"}) {
+      Conn c(r.port());
+      // 512 MiB announced, not a byte of it sent: the answer can only come from the headers.
+      c.send(route + " HTTP/1.1\r\nHost: x\r\nContent-Length: 536870912\r\n" + expect + "\r\n");
+      ASSERT_TRUE(c.readable_within(30s)) << route << ": no answer without the body";
+      auto res = c.answer();
+      EXPECT_EQ(res.result_int(), 401u) << route << " " << expect << ": a 100 Continue or the handler's answer instead of the refusal";
+      EXPECT_EQ(res.body(), "who are you?");
+      EXPECT_FALSE(res.keep_alive()) << "the unread body closes the connection";
+    }
+  }
+  EXPECT_EQ(handled, 0);
+  Conn c(r.port());
+  c.send("POST /guarded HTTP/1.1\r\nHost: x\r\nX-Key: good\r\nContent-Length: 5\r\n\r\nhello");
+  EXPECT_EQ(c.answer().body(), "key good: 5") << "what admission leaves in the context reaches the handler";
+}
+
+// The process's virtual size: what it has asked the kernel for, touched or not.
+uint64_t vm_size() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmSize:", 0) == 0) return std::stoull(line.substr(7)) * 1024;
+  return 0;
+}
+
+TEST(Http, ABodyIsNotGivenMemoryByItsContentLength) {
+  Running r({}, [](Server& s) { s.route("POST", "/huge", [](const Request& req, Response& res) { res.set_content(std::to_string(req.body.size()), "text/plain"); }, size_t{8} << 30); });
+  uint64_t before = vm_size();
+  Conn c(r.port());
+  c.send("POST /huge HTTP/1.1\r\nHost: x\r\nContent-Length: 4294967296\r\n\r\n" + std::string(1000, 'x'));
+  // Memory reserved for the announced 4 GiB would show at once; watch for a second while the body waits.
+  uint64_t most = before;
+  for (int i = 0; i < 20; ++i) {
+    most = std::max(most, vm_size());
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_LT(most, before + (uint64_t{1} << 30)) << "the server took memory for a body it has not received";
+}
+
+TEST(Http, UnauthenticatedBodiesBeyondTheBudgetAreRefusedWith503AndAuthenticatedOnesAreNot) {
+  ServerOptions o;
+  o.unauthenticated_body_budget = 1 << 20;
+  Running r(o, [](Server& s) {
+    s.route("POST", "/signed", [](const Request& req, Response& res) { res.set_content(std::to_string(req.body.size()), "text/plain"); }, 0,
+            [](Request&, Response&) { return Admission::kAuthenticated; });
+  });
+  // 900 KiB of a 1000 KiB body, held: most of the budget.
+  Conn holder(r.port());
+  holder.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1024000\r\n\r\n" + std::string(900 << 10, 'h'));
+  // Another 300 KiB does not fit beside it, once the server has read the holder's bytes. (Read them first: a second
+  // body charged while the holder's still arrive would make both over budget, which is right but not this test.)
+  std::this_thread::sleep_for(1s);
+  std::string second = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 307200\r\n\r\n" + std::string(300 << 10, 's');
+  unsigned status = 0;
+  std::string retry_after;
+  for (int i = 0; i < 100 && status != 503; ++i) {
+    Conn c(r.port());
+    c.send(second);
+    auto res = c.answer();
+    status = res.result_int();
+    retry_after = std::string(res["Retry-After"]);
+    if (status != 503) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(status, 503u) << "the budget for unauthenticated bodies was not enforced";
+  EXPECT_EQ(retry_after, "1");
+  Conn signed_(r.port());
+  signed_.send("POST /signed HTTP/1.1\r\nHost: x\r\nContent-Length: 2097152\r\n\r\n" + std::string(2 << 20, 'a'));
+  EXPECT_EQ(signed_.answer().body(), "2097152") << "an authenticated body is not charged";
+  holder.send(std::string(100 << 10, 'h'));
+  EXPECT_EQ(holder.answer().body().size(), 1024000u);
+  Conn after(r.port());
+  after.send(second);
+  EXPECT_EQ(after.answer().result_int(), 200u) << "the holder's share came back when it was answered";
+}
+
+TEST(Http, AnExceptionOfAnyTypeFromAHandlerOrAHookIsA500) {
+  Running r({}, [](Server& s) {
+    s.route("GET", "/int", [](const Request&, Response&) { throw 42; });
+    s.route("GET", "/hook", [](const Request&, Response&) {}, 0, [](Request&, Response&) -> Admission { throw std::runtime_error("hook broke"); });
+  });
+  Conn c(r.port());
+  for (const char* path : {"/int", "/hook"}) {
+    c.send(std::string("GET ") + path + " HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(c.answer().result_int(), 500u) << path;
+  }
+  c.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(c.answer().result_int(), 200u);
+}
+
+TEST(Http, APathTooLongToMatchSafelyGets414) {
+  ServerOptions o;
+  o.max_header = 256 * 1024;
+  Running r(o);
+  Conn c(r.port());
+  // libstdc++'s regex recurses per character: matching this against /items/([a-z]+)/(\d+) overflows the stack.
+  c.send("GET /items/" + std::string(100000, 'a') + "/1 HTTP/1.1\r\nHost: x\r\n\r\n");
+  auto res = c.answer();
+  EXPECT_EQ(res.result_int(), 414u);
+  Conn after(r.port());
+  after.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(after.answer().result_int(), 200u) << "the server survives";
+}
+
+TEST(Http, ServeBytesRunsTheTransportInMemory) {
+  Running r;
+  std::string out = r.server().serve_bytes("GET /hello HTTP/1.1\r\nHost: x\r\nX-Name: a\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\n"
+                                           "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /nothing HTTP/1.1\r\n\r\n",
+                                           7);
+  EXPECT_NE(out.find("hello a"), std::string::npos) << out;
+  EXPECT_NE(out.find("\r\n\r\nabc"), std::string::npos) << out;
+  EXPECT_NE(out.find("404 Not Found"), std::string::npos) << out;
 }
 
 }  // namespace

@@ -50,6 +50,7 @@ class Process {
   int stop(std::chrono::milliseconds grace = std::chrono::seconds(20));
   // SIGKILL, reaped. Returns the exit code.
   int kill();
+  pid_t pid() const { return pid_; }  // -1 when not running
 
  private:
   pid_t pid_ = -1;
@@ -123,6 +124,7 @@ class ServerProcess {
   // SIGTERM; returns the exit code.
   int stop() { return process_.stop(); }
   bool running() { return process_.running(); }
+  pid_t pid() const { return process_.pid(); }
 
   const std::string& url() const { return url_; }
   std::filesystem::path store_dir(const std::string& store = "plain") const { return data_ / "stores" / store; }
