@@ -43,6 +43,8 @@ struct Stores::Impl {
     std::unique_ptr<store::Repository> repo;
     std::unique_ptr<store::Backend::Lock> write_lock;
     std::string error;  // set: unusable, and why
+    std::chrono::steady_clock::time_point failed_at;  // when opening last failed (tried again a minute later)
+    ErrorKind error_kind = ErrorKind::kIo;
     std::string full;   // set: full, and why
     std::mutex maintenance;
   };
@@ -91,7 +93,8 @@ struct Stores::Impl {
                          : record->key_id != now.key_id            ? "master key '" + now.key_id + "' instead of '" + record->key_id + "'"
                                                                    : std::string("a key file the server did not write");
       fail(ErrorKind::kCorrupt, "store '" + name + "' (" + dir.string() + ") has " + what +
-                                    " since the server last used it: its config or key file was replaced; refusing to use it");
+                                    " since the server last used it: its config or key file was replaced; refusing to use it (restore "
+                                    "them from a backup; rotate keys through the server, with 'ferry stores rotate-keys')");
     }
     st.repo = std::move(repo);
     for (auto& [pack, why] : st.repo->unreadable_packs()) spdlog::error("store '{}': {}", name, why);
@@ -122,6 +125,12 @@ store::Repository& Stores::open(const std::string& name, const std::optional<Spe
   std::lock_guard lock(impl_->mu);
   Impl::Store& st = impl_->slot(name);
   if (st.repo) return *st.repo;
+  auto refuse = [&]() -> store::Repository& {
+    if (st.error_kind == ErrorKind::kNotFound) throw OperationError("InvalidParameterException", st.error, ErrorKind::kNotFound);
+    throw OperationError("InternalError", "store '" + name + "' cannot be used: " + st.error, st.error_kind);
+  };
+  // A store that failed to open is tried again a minute later, not on every request (nor logged every time).
+  if (!st.error.empty() && std::chrono::steady_clock::now() - st.failed_at < std::chrono::minutes(1)) return refuse();
   try {
     impl_->open_locked(name, st, create);
     st.error.clear();
@@ -129,10 +138,11 @@ store::Repository& Stores::open(const std::string& name, const std::optional<Spe
     throw;
   } catch (const Error& e) {
     st.error = e.what();
+    st.error_kind = e.kind();
+    st.failed_at = std::chrono::steady_clock::now();
     st.write_lock.reset();
-    spdlog::error("store '{}' cannot be used: {}", name, e.what());
-    if (e.kind() == ErrorKind::kNotFound) throw OperationError("InvalidParameterException", e.what(), ErrorKind::kNotFound);
-    throw OperationError("InternalError", "store '" + name + "' cannot be used: " + e.what(), e.kind());
+    if (e.kind() != ErrorKind::kNotFound) spdlog::error("store '{}' cannot be used: {}", name, e.what());
+    return refuse();
   }
   return *st.repo;
 }

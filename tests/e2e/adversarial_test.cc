@@ -397,6 +397,31 @@ TEST(Adversarial, OversizedAndCorruptStoreObjectsAreNamedAndTheServerStillServes
   EXPECT_TRUE(d.server->running());
 }
 
+// --- Class 9: a store whose key file or config was replaced is refused by name; the others serve ---
+
+TEST(Adversarial, AStoreWhoseKeyFileWasReplacedIsRefusedAndTheOthersServe) {
+  TempDir dir;
+  fs::path a = dir.path() / "a.raw", b = dir.path() / "b.raw";
+  write_random(a, 4 * kMiB, 14);
+  write_random(b, 4 * kMiB, 15);
+  Deployment d(dir.path(), {a, b});
+  auto [job_a, image_a] = d.replicate(a);                   // store "plain"
+  auto [job_b, image_b] = d.replicate(b, {"--encrypted"});  // store "ferry-master"
+  ASSERT_EQ(d.server->stop(), 0);
+  // Behind the server's back: the plain store's key file is rewritten (here by a key rotation outside the server).
+  CliResult rot = e2e::ferry({"store", "rotate-keys", "--store", d.server->store_dir("plain").string()});
+  ASSERT_EQ(rot.exit_code, 0) << rot.err;
+  d.server->restart();
+  std::string health = http_get(d.server->url() + "/health");
+  EXPECT_TRUE(contains(health, "degraded") && contains(health, "store 'plain'") && contains(health, "key file the server did not write")) << health;
+  CliResult refused = d.admin().run({"images", "export", image_a, "-f", "raw", "-o", "a-export.raw"});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_TRUE(contains(refused.err, "store 'plain'") && contains(refused.err, "key file")) << refused.out << refused.err;
+  fs::path out = dir.path() / "b-export.raw";
+  d.admin().export_image(image_b, "raw", out);
+  EXPECT_TRUE(testing::images_identical(out, "raw", b, "raw"));
+}
+
 // --- Class 8: secrets are readable by their owner only ---
 
 TEST(Adversarial, SecretFilesAreOwnerOnlyAndTheServerRefusesToStartOtherwise) {
