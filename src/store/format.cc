@@ -121,7 +121,7 @@ PackListing read_pack_header(const Repository& repo, Backend& backend, const std
   return l;
 }
 
-WirePack parse_wire_pack(std::string_view pack, uint32_t chunk_size, const std::string& what) {
+WirePack parse_wire_pack(std::string_view pack, uint32_t chunk_size, size_t max_entries, const std::string& what) {
   Tail t = parse_tail(pack.size() >= kPackTrailerSize ? pack.substr(pack.size() - kPackTrailerSize) : std::string_view{}, pack.size(),
                       kWirePackMagic, what);
   WirePack w;
@@ -129,6 +129,9 @@ WirePack parse_wire_pack(std::string_view pack, uint32_t chunk_size, const std::
   w.header_len = t.hlen;
   w.entries = decode_pack_header(pack.substr(t.header_offset + kNonceSize, t.hlen - kBoxOverhead), what + " header");
   if (w.entries.empty()) fail(ErrorKind::kCorrupt, what + ": lists no blobs");
+  if (w.entries.size() > max_entries)
+    fail(ErrorKind::kCorrupt, what + ": lists " + std::to_string(w.entries.size()) + " blobs, more than a pack of this store holds (" +
+                                  std::to_string(max_entries) + ")");
   // Blobs back to back from offset 0 up to the header: no byte of the pack is outside a listed blob or the header.
   uint64_t next = 0;
   std::unordered_set<ChunkId, ChunkIdHash> ids;
@@ -182,7 +185,10 @@ std::vector<PackListing> decode_index(std::string_view plain, const std::string&
 std::string compress_object(std::string_view plaintext) { return zstd_compress(plaintext, 3); }
 
 std::string decompress_object(std::string_view compressed, uint64_t max_size, const std::string& what) {
-  return zstd_decompress(compressed, max_size, what);
+  // Index entries and chunk tables are mostly random ids: they never shrink 8-fold. A frame that claims more is
+  // refused before memory is taken for it (a small upload could otherwise claim gigabytes).
+  uint64_t plausible = 8 * uint64_t{compressed.size()} + (uint64_t{1} << 20);
+  return zstd_decompress(compressed, std::min(max_size, plausible), what);
 }
 
 namespace {

@@ -34,14 +34,14 @@ PackListing read_pack_header(const Repository& repo, Backend& backend, const std
 
 // A pack as a connector uploads it (kWirePackMagic): blobs back to back from offset 0, each laid out as a box with
 // zero nonce and tag around its payload, then the header plaintext laid out the same way. parse_wire_pack checks the
-// layout (blobs in order, covering everything before the header, lengths within `chunk_size`, no id twice) and
-// returns the entries; header_offset is where the header box starts.
+// layout (blobs in order, covering everything before the header, lengths within `chunk_size`, no id twice, at most
+// `max_entries` blobs) and returns the entries; header_offset is where the header box starts.
 struct WirePack {
   std::vector<PackEntry> entries;
   size_t header_offset = 0;
   size_t header_len = 0;
 };
-WirePack parse_wire_pack(std::string_view pack, uint32_t chunk_size, const std::string& what);
+WirePack parse_wire_pack(std::string_view pack, uint32_t chunk_size, size_t max_entries, const std::string& what);
 
 // Index files: plaintext, compressed and sealed by the caller.
 std::string encode_index(const std::vector<PackListing>& packs);

@@ -65,9 +65,13 @@ void Repository::receive_pack(const std::string& name, char* data, size_t size) 
     if (pack_numbers_.count(name)) return;  // a retried upload of a pack already stored
   }
   std::string where = "uploaded pack '" + name + "'";
-  // Blob offsets and lengths are u32 (formats.md §9).
-  if (size > UINT32_MAX) fail(ErrorKind::kInvalidArgument, where + " is " + std::to_string(size) + " bytes; packs are below 4 GiB");
-  WirePack wire = parse_wire_pack(std::string_view(data, size), config_.chunk_size, where);
+  // A pack closes once it reaches pack_size, so it exceeds it by at most a blob and its header; every blob takes at
+  // least a box's overhead. What a connector can make the server hold per pack follows from the store's config.
+  const size_t max_entries = config_.pack_size / kBoxOverhead + 1;
+  const uint64_t max_size = uint64_t{config_.pack_size} + 2 * uint64_t{config_.chunk_size} + 1024 + max_entries * (kPackEntrySize + 1);
+  if (size > max_size)
+    fail(ErrorKind::kInvalidArgument, where + " is " + std::to_string(size) + " bytes; this store's packs are at most " + std::to_string(max_size));
+  WirePack wire = parse_wire_pack(std::string_view(data, size), config_.chunk_size, max_entries, where);
   uint32_t key = current_key();
   auto codec = new_codec();
   for (auto& e : wire.entries)
