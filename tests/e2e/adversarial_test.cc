@@ -441,6 +441,61 @@ TEST(Adversarial, SecretFilesAreOwnerOnlyAndTheServerRefusesToStartOtherwise) {
   EXPECT_TRUE(contains(testing::run_checked({"cat", d.server->log_file().string()}), "chmod 600")) << "the refusal says how to fix it";
 }
 
+// --- Class 10: a connector reaches only its own runs ---
+
+TEST(Adversarial, AConnectorCannotTouchAnotherConnectorsRunOrSnapshots) {
+  TempDir dir;
+  fs::path a = dir.path() / "a.raw", b = dir.path() / "b.raw";
+  write_random(a, 32 * kMiB, 16);
+  write_random(b, kMiB, 17);
+  ScopedEnv slow("FERRY_FAULT_DELAY", "connector-upload:300");
+  auto server = std::make_unique<ServerProcess>(dir.path() / "server");
+  server->start();
+  fs::create_directories(dir.path() / "ca");
+  fs::create_directories(dir.path() / "cb");
+  ConnectorProcess ca(*server, one_vm_per_disk(dir.path() / "ca", {a}), dir.path() / "ca" / "state");
+  ConnectorProcess cb(*server, one_vm_per_disk(dir.path() / "cb", {b}), dir.path() / "cb" / "state");
+  ca.register_and_wait();
+  cb.register_and_wait();
+  server->admin().import_servers();
+  std::string server_a;
+  for (auto& s : server->admin().servers())
+    if (s.value("connectorId", "") == ca.id()) server_a = s.at("serverId");
+  std::string job = server->admin().create_job(server_a);
+  json first = server->admin().wait_run_ended(job, server->admin().start_run(job), 120s);
+  ASSERT_EQ(first["state"], "COMPLETED") << first.dump(2);
+  std::string run = server->admin().start_run(job);
+  ASSERT_TRUE(e2e::wait_for([&] { return server->admin().run_of(job, run).value("state", "") == "ACTIVE"; }, 60s));
+  // Connector B, with its own valid key, against A's run.
+  client::Profile p;
+  p.endpoint = server->url();
+  p.credentials = {cb.credentials().at("accessKeyId"), cb.credentials().at("secretAccessKey")};
+  client::Client b_client(p, "ferry-connector");
+  b_client.set_retry_for(0s);
+  std::string snapshot = server->admin().images(job).at(0).at("disks").at(0).at("snapshotId");
+  struct Call {
+    std::string method, path, body;
+  };
+  std::vector<Call> calls = {
+      {"POST", "/connector/v1/runs/" + run + "/begin", "{}"},
+      {"GET", "/connector/v1/runs/" + run + "/parents/" + snapshot, ""},
+      {"POST", "/connector/v1/runs/" + run + "/lookup", std::string(32, 'x')},
+      {"POST", "/connector/v1/runs/" + run + "/progress", "{}"},
+      {"POST", "/connector/v1/runs/" + run + "/fail", R"({"message":"not mine"})"},
+      {"POST", "/connector/v1/runs/" + run + "/complete", "{}"},
+  };
+  for (auto& c : calls) {
+    auto r = b_client.send(c.method, c.path, c.body, c.method == "GET" ? "application/octet-stream" : "application/json");
+    EXPECT_EQ(r.status, 400) << c.path << ": " << r.body;
+    EXPECT_TRUE(contains(r.body, "UnauthorizedOperationException")) << c.path << ": " << r.body;
+  }
+  // The retired routes of protocol version 1 (the store's chunk list and any snapshot) are gone.
+  for (std::string path : {std::string("/connector/v1/stores/plain/chunks"), "/connector/v1/stores/plain/snapshots/" + snapshot})
+    EXPECT_EQ(b_client.send("GET", path, "", "application/octet-stream").status, 404) << path;
+  json done = server->admin().wait_run_ended(job, run, 120s);
+  EXPECT_EQ(done["state"], "COMPLETED") << "the run was disturbed: " << done.dump(2);
+}
+
 // --- Class 10: key rotation, trust domains ---
 
 TEST(Adversarial, RotatedKeysSealNewDataAndOldImagesStillReadBitExact) {
