@@ -216,6 +216,17 @@ TEST(Adversarial, ExportsStayInsideTheExportDirectoryAndNeverReplace) {
   EXPECT_FALSE(fs::exists(dir.path() / "nul"));
   EXPECT_TRUE(fs::is_empty(outside)) << "something was written outside the export directory";
   EXPECT_EQ(testing::run_checked({"cat", (dir.path() / "exists.raw").string()}), "keep me");
+  // A place the server cannot write (a read-only file system, where even root cannot): a 4xx saying so.
+  fs::path ro = dir.path() / "read-only";
+  fs::create_directories(ro);
+  if (::mount("tmpfs", ro.c_str(), "tmpfs", MS_RDONLY, "size=1m") == 0) {
+    CliResult r = d.admin().run({"images", "export", image, "-f", "raw", "-o", "read-only/x.raw"});
+    EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+    EXPECT_TRUE(contains(r.err, "InvalidParameterException") && contains(r.err, "cannot write")) << r.err;
+    ::umount2(ro.c_str(), MNT_DETACH);
+  } else {
+    ADD_FAILURE() << "cannot mount a read-only tmpfs (CI runs as root): " << std::strerror(errno);
+  }
   // A good name still works, relative to the export directory, and the file is the disk.
   CliResult ok = d.admin().run({"images", "export", image, "-f", "raw", "-o", "exports/good.raw", "--json"});
   ASSERT_EQ(ok.exit_code, 0) << ok.err;
