@@ -229,10 +229,12 @@ class UploadBackend : public store::Backend {
     spare_.pop_back();
     return b;
   }
+  // Kept for reuse: as many as a ChunkWriter has packs in flight (one being filled, two in its finished queue, two
+  // being uploaded), so that no pack buffer is freed and faulted in afresh (16 MiB of page clearing per pack).
   void return_buffer(std::string b) {
     b.clear();
     std::lock_guard lock(mu_);
-    if (spare_.size() < 4) spare_.push_back(std::move(b));
+    if (spare_.size() < 8) spare_.push_back(std::move(b));
   }
 
   void upload(const std::string& path, const std::string& data, std::vector<std::pair<std::string, std::string>> headers) {
@@ -282,7 +284,9 @@ class Agent {
       // this connector (up to the interval), so a new run starts as soon as it is created, not a poll later.
       auto next = std::chrono::steady_clock::now() + config_.poll_interval;
       try {
-        poll();
+        // A heartbeat that brought work is followed at once by the next (which the server holds until there is more):
+        // a run created right after an inventory request or another run must not wait out the interval.
+        if (poll()) next = std::chrono::steady_clock::now();
       } catch (const client::ApiError& e) {
         spdlog::error("heartbeat: {}", e.what());
         if (e.status() == 400 || e.status() == 403) {
@@ -302,7 +306,9 @@ class Agent {
   }
 
  private:
-  void poll() {
+  // One heartbeat and what it asks for. Returns whether it brought something to do (an inventory request, a run).
+  bool poll() {
+    bool acted = false;
     json hb = self_description(config_);
     {
       std::lock_guard lock(mu_);
@@ -319,7 +325,7 @@ class Agent {
     json w = json::parse(r.body);
     if (w.value("disassociated", false)) {
       disassociated_ = true;
-      return;
+      return false;
     }
     int64_t requested = w.value("inventoryRequested", int64_t{0});
     if (requested > reported_) {
@@ -328,6 +334,7 @@ class Agent {
       auto ir = client_->send("POST", "/connector/v1/inventory", body.dump(), "application/json");
       client::throw_if_error(ir);
       reported_ = requested;
+      acted = true;
     }
     reap();
     for (auto& id : w.value("runs", std::vector<std::string>{})) {
@@ -344,7 +351,9 @@ class Agent {
         std::lock_guard l(mu_);
         finished_.push_back(id);
       });
+      acted = true;
     }
+    return acted;
   }
 
   void reap() {

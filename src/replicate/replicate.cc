@@ -46,7 +46,7 @@ Result replicate(disk::Source& source, store::Repository& repo, const Options& o
   auto started = std::chrono::steady_clock::now();
   const uint64_t size = source.size();
   const uint32_t cs = repo.config().chunk_size;
-  const uint32_t per_batch = std::max<uint32_t>(1, kBatchBytes / cs);
+  const uint32_t per_batch = std::max<uint32_t>(1, (repo.lookup() ? 4 * kBatchBytes : kBatchBytes) / cs);
   unsigned nthreads = options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
 
   store::Snapshot snap;
@@ -64,7 +64,7 @@ Result replicate(disk::Source& source, store::Repository& repo, const Options& o
   const store::Repository::Lookup* lookup = repo.lookup();
   // Buffers circulate between the reader and the workers; their number bounds memory. With a lookup, more are in
   // flight so that the resolver's questions cover many batches.
-  const size_t nbuffers = 2 * nthreads + 2 + (lookup ? 32 : 0);
+  const size_t nbuffers = 2 * nthreads + 2 + (lookup ? 8 : 0);
   BoundedQueue<AlignedBuffer> free_buffers(nbuffers);
   for (size_t i = 0; i < nbuffers; i++) free_buffers.push(make_aligned_buffer(per_batch * size_t{cs}));
   BoundedQueue<Batch> work(nbuffers), resolve(nbuffers), seal(nbuffers);

@@ -51,6 +51,23 @@ struct ChunkWriter::Impl {
   std::unique_ptr<ObjectWriter> current;
   std::vector<PackEntry> entries;
 
+  // Blob buffers go back to the workers once packed: a fresh 64 KiB string per chunk would have the allocator hand
+  // memory back and fault it in again, chunk after chunk.
+  std::mutex spare_mu;
+  std::vector<std::string> spare;
+  std::string take_box() {
+    std::lock_guard lock(spare_mu);
+    if (spare.empty()) return {};
+    std::string b = std::move(spare.back());
+    spare.pop_back();
+    return b;
+  }
+  void give_box(std::string b) {
+    b.clear();
+    std::lock_guard lock(spare_mu);
+    if (spare.size() < 64) spare.push_back(std::move(b));
+  }
+
   void run() {
     try {
       while (auto blob = queue.pop()) {
@@ -58,6 +75,7 @@ struct ChunkWriter::Impl {
         PackEntry e{blob->id, static_cast<uint32_t>(current->size()), static_cast<uint32_t>(blob->box.size()), blob->raw_len,
                     blob->compression};
         current->append(blob->box);
+        give_box(std::move(blob->box));
         entries.push_back(e);
         fault_point("blob");
         if (current->size() >= repo.config().pack_size) finish_pack();
@@ -163,7 +181,7 @@ bool ChunkWriter::add(Codec& codec, const ChunkId& id, const char* data, size_t 
     if (!impl_->pending.insert(id).second) return false;
   }
   Compression compression;
-  std::string box;
+  std::string box = impl_->take_box();
   seal_chunk(*codec.impl_, id, data, len, &compression, box);
   impl_->bytes_new += len;
   if (!impl_->queue.push(Blob{id, std::move(box), static_cast<uint32_t>(len), static_cast<uint8_t>(compression)})) {
